@@ -94,6 +94,21 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   return c
 
 
+def paper_scale(c: config_dict.ConfigDict) -> None:
+  """Settings shared by the H-Net paper configs: Mamba2 defaults, bf16, 8192-byte rows."""
+  c.model.ssm_d_state = 128
+  c.model.ssm_expand = 2
+  c.model.ssm_head_dim = 64
+  c.model.ssm_d_conv = 4
+  c.model.ssm_chunk_size = 256
+  c.model.dtype = "bfloat16"
+  c.model.capacity_slack = 1.25
+  c.model.capacity_multiple = 128
+  c.data.seq_len = 8192
+  c.train.batch_size = 32
+  c.opt.lr = 1e-3
+
+
 def apply_variant(c: config_dict.ConfigDict, arg: str) -> None:
   """Applies comma-separated variants: 'tiny' shrinks the model and run for CI."""
   for variant in filter(None, (a.strip() for a in arg.split(","))):
@@ -102,6 +117,9 @@ def apply_variant(c: config_dict.ConfigDict, arg: str) -> None:
       c.model.d_model = tuple(32 + 16 * s for s in range(stages))
       c.model.d_ff = tuple(0 if f == 0 else 128 for f in c.model.d_ff)
       c.model.num_heads = tuple(2 for _ in range(stages))
+      c.model.rotary_dim = tuple(-1 for _ in range(stages))
+      c.model.capacity_multiple = 8
+      c.model.dtype = "float32"
       c.model.ssm_d_state = 16
       c.model.ssm_head_dim = 16
       c.model.ssm_chunk_size = 16

@@ -1,0 +1,1 @@
+"""Layers with no knowledge of stages or routing: one layer kind per file."""

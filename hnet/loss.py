@@ -1,0 +1,57 @@
+"""Next-byte cross-entropy over packed rows, router losses and the MrT5 PI controller."""
+# pylint: disable=invalid-name
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hnet.config import ModelConfig
+
+LN2 = math.log(2.0)
+
+
+def cross_entropy(logits_BLV: jax.Array, targets_BL: jax.Array, loss_mask_BL: jax.Array
+                  ) -> tuple[jax.Array, jax.Array]:
+  """Sum of next-byte NLL (nats, float32) over masked positions, and the number of those positions."""
+  nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV.astype(jnp.float32), targets_BL)
+  mask_BL = loss_mask_BL.astype(jnp.float32)
+  return jnp.sum(nll_BL * mask_BL), jnp.sum(mask_BL)
+
+
+class ControllerState(NamedTuple):
+  """MrT5's PI controller: drives the delete-gate regulariser weight toward a deletion rate."""
+  p: jax.Array
+  i: jax.Array
+  alpha: jax.Array
+
+  @classmethod
+  def init(cls) -> "ControllerState":
+    zero = jnp.zeros((), jnp.float32)
+    return cls(zero, zero, zero)
+
+
+def update_controller(state: ControllerState, delete_rate: jax.Array, target: float, kp: float, ki: float
+                      ) -> ControllerState:
+  """e = target - rate; P <- 0.9 P + 0.1 kp e; I <- I + ki e; alpha = max(0, P + I)."""
+  err = target - delete_rate
+  p = 0.9 * state.p + 0.1 * kp * err
+  i = state.i + ki * err
+  return ControllerState(p, i, jnp.maximum(0.0, p + i))
+
+
+def router_loss_weights(cfg: ModelConfig, ratio_loss_weight: float, controller: ControllerState
+                        ) -> tuple[jax.Array, ...]:
+  """Weight of each outer stage's router loss: alpha for H-Net's ratio loss, the PI output for MrT5."""
+  n = cfg.num_stages - 1
+  if cfg.router == "cosine":
+    return (jnp.float32(ratio_loss_weight),) * n
+  if cfg.router == "delete_gate":
+    return (controller.alpha,) * n
+  return (jnp.float32(0.0),) * n
+
+
+def target_delete_rate(cfg: ModelConfig) -> float:
+  """The delete gate keeps 1/N of the positions."""
+  return 1.0 - 1.0 / cfg.stages[0].target_ratio

@@ -1,0 +1,79 @@
+"""AdamW with warmup-stable-decay or cosine schedule, clipping, decay mask and per-stage lr multipliers."""
+import jax
+import jax.numpy as jnp
+import optax
+
+from hnet.model import stage_of_param
+
+# Parameters named like these get no weight decay: norms, biases, embeddings, Mamba2's A/D/dt.
+NO_DECAY_NAMES = ("bias", "b", "conv_bias", "dt_bias", "A_log", "D", "embedding", "pad_dimension", "weight")
+
+
+def path_names(path) -> tuple[str, ...]:
+  """Plain strings for a jax tree path (dict keys, attributes, sequence indices)."""
+  names = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        names.append(str(getattr(k, attr)))
+        break
+    else:
+      names.append(str(k))
+  return tuple(n for n in names if n != "value")
+
+
+def decay_mask(params):
+  """True where weight decay applies. Norm weights are named `weight` (RMSNorm) or `norm_weight`."""
+  def decays(path, _):
+    names = path_names(path)
+    leaf = names[-1]
+    return not (leaf in NO_DECAY_NAMES or leaf.startswith("norm") or any("norm" in n for n in names[:-1]))
+
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def lr_multiplier_tree(params, multipliers: tuple[float, ...], num_stages: int):
+  """Per-parameter lr multiplier: stage s gets multipliers[s] (H-Net's lambda^s)."""
+  if not multipliers:
+    return jax.tree.map(lambda _: 1.0, params)
+  if len(multipliers) != num_stages:
+    raise ValueError(f"opt.lr_multipliers has {len(multipliers)} entries but the model has {num_stages} stages")
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: float(multipliers[stage_of_param(path_names(path))]), params)
+
+
+def scale_by_tree(multipliers) -> optax.GradientTransformation:
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: u * m, updates, multipliers), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def learning_rate_schedule(c_opt, num_steps: int) -> optax.Schedule:
+  peak, warmup = c_opt.lr, max(int(c_opt.warmup_steps), 0)
+  floor = peak * c_opt.min_lr_ratio
+  if c_opt.schedule == "wsd":
+    decay = max(int(num_steps * c_opt.decay_fraction), 1)
+    stable = max(num_steps - warmup - decay, 0)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak),
+         optax.linear_schedule(peak, floor, decay)],
+        [max(warmup, 1), max(warmup, 1) + stable])
+  if c_opt.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), max(num_steps, warmup + 1), floor)
+  raise ValueError(f"opt.schedule={c_opt.schedule!r}: use 'wsd' or 'cosine'")
+
+
+def make_optimizer(c_opt, params, *, num_steps: int, num_stages: int) -> tuple[optax.GradientTransformation,
+                                                                                 optax.Schedule]:
+  """The optax chain used by the trainer, and its schedule (for logging)."""
+  schedule = learning_rate_schedule(c_opt, num_steps)
+  tx = optax.chain(
+      optax.clip_by_global_norm(c_opt.grad_clip) if c_opt.grad_clip > 0 else optax.identity(),
+      optax.scale_by_adam(b1=c_opt.b1, b2=c_opt.b2, eps=c_opt.eps),
+      optax.add_decayed_weights(c_opt.weight_decay, mask=decay_mask(params)),
+      optax.scale_by_learning_rate(schedule),
+      scale_by_tree(lr_multiplier_tree(params, tuple(c_opt.lr_multipliers), num_stages)),
+  )
+  return tx, schedule

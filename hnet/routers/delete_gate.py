@@ -1,0 +1,45 @@
+"""MrT5-style delete gate adapted to a causal hierarchy.
+
+G_t = k * sigmoid(-(w . LN(x_t) + b)) in (k, 0); a position is kept (starts a chunk)
+iff G_t > k/2. Training uses soft deletion: every position reaches the inner network
+and G is added to the inner attention scores per key; inference keeps only the kept
+positions (hard deletion, capacity-padded). The regulariser is mean(G); its weight comes
+from a PI controller outside the parameters (hnet/loss.py).
+"""
+# pylint: disable=invalid-name
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hnet.chunking import document_starts
+from hnet.layers.norm import RMSNorm
+from hnet.routers.base import RouterOutput, valid_mean
+
+
+class DeleteGateRouter(nnx.Module):
+
+  def __init__(self, d_model: int, *, scale: float, rngs: nnx.Rngs):
+    if scale >= 0:
+      raise ValueError(f"model.delete_gate_scale={scale} must be negative (MrT5 uses -30)")
+    self.scale = scale
+    self.norm = RMSNorm(d_model, eps=1e-6)  # T5 LayerNorm: RMS, no centring
+    self.w = nnx.Param(nnx.initializers.xavier_uniform()(rngs.params(), (d_model, 1), jnp.float32),
+                       out_sharding=("embed", None))
+    self.b = nnx.Param(jnp.ones((1,), jnp.float32), out_sharding=(None,))
+
+  def gate(self, x_BLD: jax.Array) -> jax.Array:
+    logit_BL = (self.norm(x_BLD) @ self.w[...])[..., 0] + self.b[0]
+    return self.scale * jax.nn.sigmoid(-logit_BL)
+
+  def __call__(self, x_BLD, *, tokens_BL, segment_ids_BL, positions_BL, train: bool) -> RouterOutput:
+    del tokens_BL, positions_BL
+    valid_BL = segment_ids_BL > 0
+    starts_BL = document_starts(segment_ids_BL)
+    # Document starts are always kept; padding is always deleted.
+    g_BL = jnp.where(starts_BL, 0.0, jnp.where(valid_BL, self.gate(x_BLD), self.scale))
+    keep_BL = (g_BL > self.scale / 2) & valid_BL
+    keep_prob_BL = 1.0 - g_BL / self.scale
+    metrics = {"gate_mean": valid_mean(g_BL, valid_BL),
+               "delete_frac": valid_mean(~keep_BL, valid_BL)}
+    loss = valid_mean(g_BL, valid_BL)
+    return RouterOutput(keep_BL, keep_prob_BL, loss, metrics, key_bias_BL=g_BL if train else None)

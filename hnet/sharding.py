@@ -1,0 +1,99 @@
+"""Mesh construction, logical-axis rules and sharding helpers (the one place mesh axes are named).
+
+Parameters carry logical axis names (`embed`, `heads`, `mlp`, ...) in their metadata;
+`LOGICAL_RULES` maps them onto the `data × fsdp × tensor` mesh: FSDP shards the model
+width, tensor parallelism the heads / MLP / SSM inner width, and the batch is split
+over `data × fsdp`. The sequence axis is never sharded (routing is per sequence).
+"""
+# pylint: disable=invalid-name
+from typing import Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+LOGICAL_RULES = (
+    ("batch", BATCH_AXES),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("ssm_inner", "tensor"),
+    ("ssm_heads", None),
+    ("norm", None),
+    ("layers", None),
+    ("router", None),
+)
+
+
+def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int, int, int]:
+  """Resolves one -1 entry to 'the rest of the devices' and checks the product."""
+  sizes = [data, fsdp, tensor]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"mesh: at most one axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"mesh: axis sizes must be positive or -1, got data={data} fsdp={fsdp} tensor={tensor}")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if num_devices % known:
+      raise ValueError(f"mesh: {num_devices} devices are not divisible by fsdp*tensor*data={known}")
+    sizes[sizes.index(-1)] = num_devices // known
+  if int(np.prod(sizes)) != num_devices:
+    raise ValueError(f"mesh: data*fsdp*tensor={int(np.prod(sizes))} but {num_devices} devices are present")
+  return tuple(sizes)
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
+              devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  devices = list(devices if devices is not None else jax.devices())
+  shape = mesh_shape(data, fsdp, tensor, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def logical_to_mesh(names: Sequence[str | None] | None) -> P:
+  rules = dict(LOGICAL_RULES)
+  if names is None:
+    return P()
+  return P(*(rules.get(n) if n is not None else None for n in names))
+
+
+def param_shardings(state: nnx.State, mesh: jax.sharding.Mesh) -> nnx.State:
+  """NamedSharding per variable from its logical `out_sharding` metadata (replicated if absent).
+
+  A mesh axis that does not divide the dimension is dropped for that dimension, so
+  small models still shard on big meshes.
+  """
+  def one(var):
+    names = var.get_metadata().get("out_sharding") if hasattr(var, "get_metadata") else None
+    spec = list(logical_to_mesh(names)) if names else []
+    shape = np.shape(var[...]) if hasattr(var, "__getitem__") else ()
+    spec = spec + [None] * (len(shape) - len(spec))
+    for i, axes in enumerate(spec):
+      if axes is None:
+        continue
+      size = int(np.prod([mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,))]))
+      if shape[i] % size:
+        spec[i] = None
+    return NamedSharding(mesh, P(*spec))
+
+  return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """Batch rows over data × fsdp; the sequence axis stays whole on each device."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+  """Pins an activation's batch axis to data × fsdp when a mesh is active (no-op otherwise)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+    return x
+  batch = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+  if x.shape[0] % batch:
+    return x
+  return jax.lax.with_sharding_constraint(x, P(BATCH_AXES, *([None] * (x.ndim - 1))))

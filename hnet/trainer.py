@@ -1,0 +1,338 @@
+"""Training: `train_and_evaluate(config, workdir)`, one linear function in sections.
+
+logging -> mesh -> input -> model & optimizer -> shard -> update step -> restore ->
+evals -> loop. `train_step` and `eval_step` are plain `jax.jit` functions over a
+`TrainState` pytree with explicit shardings.
+"""
+# pylint: disable=invalid-name
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from hnet import sharding
+from hnet.checkpoint import Checkpointer
+from hnet.config import ModelConfig, model_config_from_dict
+from hnet.flops import flops_per_byte
+from hnet.loss import (LN2, ControllerState, cross_entropy, router_loss_weights, target_delete_rate,
+                       update_controller)
+from hnet.metrics import MetricWriter, device_peak_flops
+from hnet.model import HNetLM, count_params
+from hnet.optim import make_optimizer
+
+log = logging.getLogger(__name__)
+BATCH_KEYS = ("inputs", "targets", "segment_ids", "loss_mask")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # nnx.State of the model's Params
+  opt_state: Any
+  controller: ControllerState
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+def loss_and_stats(params, graphdef, batch, weights, *, train: bool):
+  """Returns (objective, (nll_sum, count, router_losses, metrics)) for one (micro-)batch."""
+  model = nnx.merge(graphdef, params)
+  logits, aux = model(batch["inputs"], batch["segment_ids"], train=train)
+  nll_sum, count = cross_entropy(logits, batch["targets"], batch["loss_mask"])
+  router = sum((w * l for w, l in zip(weights, aux["router_losses"])), jnp.float32(0.0))
+  return nll_sum, router, (nll_sum, count, aux["router_losses"], aux["metrics"])
+
+
+def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
+  accum = c.train.grad_accum_steps
+  delete_target = target_delete_rate(model_cfg) if model_cfg.router == "delete_gate" else 0.0
+
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    weights = router_loss_weights(model_cfg, c.opt.ratio_loss_weight, state.controller)
+    total_count = jnp.maximum(jnp.sum(batch["loss_mask"]), 1.0)
+
+    def objective(params, micro):
+      nll_sum, router, stats = loss_and_stats(params, graphdef, micro, weights, train=True)
+      return nll_sum / total_count + router / accum, stats
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    micro_BL = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
+
+    def accumulate(carry, micro):
+      grads, loss, nll, metrics = carry
+      (l, (nll_sum, _, router_losses, m)), g = grad_fn(state.params, micro)
+      m = {**m, **{f"stage{i}/router_loss": r for i, r in enumerate(router_losses)}}
+      add = lambda a, b: jax.tree.map(jnp.add, a, b)  # noqa: E731
+      return (add(grads, g), loss + l, nll + nll_sum, add(metrics, m)), None
+
+    zeros_g = jax.tree.map(jnp.zeros_like, state.params)
+    first = jax.tree.map(lambda x: x[0], micro_BL)
+    _, (_, _, _, shapes) = jax.eval_shape(grad_fn, state.params, first)
+    zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), {
+        **shapes[3], **{f"stage{i}/router_loss": r for i, r in enumerate(shapes[2])}})
+    (grads, loss, nll, metrics), _ = jax.lax.scan(
+        accumulate, (zeros_g, jnp.float32(0.0), jnp.float32(0.0), zeros_m), micro_BL)
+    metrics = {k: v / accum for k, v in metrics.items()}
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(jnp.add, state.params, updates)
+    controller = state.controller
+    if model_cfg.router == "delete_gate":
+      controller = update_controller(controller, metrics["stage0/delete_frac"], delete_target,
+                                     c.opt.delete_gate_kp, c.opt.delete_gate_ki)
+      metrics["stage0/gate_loss_weight"] = controller.alpha
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    metrics.update(loss=loss, bits_per_byte=nll / total_count / LN2, grad_norm=grad_norm,
+                   learning_rate=schedule(state.step), target_bytes=total_count)
+    new_state = TrainState(state.step + 1, params, opt_state, controller)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef):
+  def eval_step(params, batch: dict) -> dict:
+    _, _, (nll_sum, count, _, metrics) = loss_and_stats(params, graphdef, batch, (), train=False)
+    return {"nll_sum": nll_sum, "count": count, **metrics}
+
+  return eval_step
+
+
+# ---------------------------------------------------------------------------------------------
+# Set-up helpers shared with eval.py
+# ---------------------------------------------------------------------------------------------
+def make_model(model_cfg: ModelConfig, mesh, seed: int):
+  """(graphdef, sharded params) initialised directly into their shardings."""
+  abstract = nnx.eval_shape(lambda: HNetLM(model_cfg, rngs=nnx.Rngs(params=seed)))
+  graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
+  if jax.tree.leaves(rest):
+    raise ValueError("model has non-parameter state, which the trainer does not handle")
+  params_sharding = sharding.param_shardings(abstract_params, mesh)
+
+  @jax.jit
+  def init():
+    return nnx.split(HNetLM(model_cfg, rngs=nnx.Rngs(params=seed)), nnx.Param, ...)[1]
+
+  with jax.set_mesh(mesh):
+    params = jax.jit(init, out_shardings=params_sharding)()
+  return graphdef, params, params_sharding
+
+
+def abstract_with_shardings(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def to_global(batch_np: dict, batch_sharding: NamedSharding) -> dict:
+  """Process-local numpy batch -> global jax arrays sharded over data × fsdp."""
+  out = {}
+  for k in BATCH_KEYS:
+    x = np.asarray(batch_np[k])
+    x = x.astype(np.float32) if k == "loss_mask" else x.astype(np.int32)
+    out[k] = jax.make_array_from_process_local_data(batch_sharding, x)
+  return out
+
+
+def evaluate(eval_step_fn, params, data_iter, batch_sharding, max_batches: int = -1) -> dict:
+  """Exact bits/byte over the iterator (or its first `max_batches` batches) and mean router stats."""
+  nll, count, sums, n = 0.0, 0.0, {}, 0
+  for i, batch in enumerate(data_iter):
+    if 0 <= max_batches <= i:
+      break
+    out = jax.device_get(eval_step_fn(params, to_global(batch, batch_sharding)))
+    nll += float(out.pop("nll_sum"))
+    count += float(out.pop("count"))
+    for k, v in out.items():
+      sums[k] = sums.get(k, 0.0) + float(v)
+    n += 1
+  if count == 0:
+    raise ValueError("evaluation saw no target bytes: is the evaluation split empty?")
+  return {"bits_per_byte": nll / count / LN2, "target_bytes": count, **{k: v / n for k, v in sums.items()}}
+
+
+class _StopSignal:
+  """SIGTERM / SIGINT set a flag; the loop saves a checkpoint and exits cleanly."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------------
+def train_and_evaluate(c, workdir: str, *, progress: bool = True) -> dict:
+  """Trains `c` in `workdir`, resuming from its latest checkpoint; returns the final metrics."""
+  from hnet.data import pipeline  # pylint: disable=import-outside-toplevel  (grain/tfds are heavy)
+
+  # --- logging -------------------------------------------------------------------------------
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  config_json = json.loads(c.to_json_best_effort())
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(config_json, f, indent=2)
+  writer = MetricWriter(workdir, enabled=is_main)
+  model_cfg = model_config_from_dict(c.model)
+
+  # --- mesh ----------------------------------------------------------------------------------
+  mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
+  batch_sharding = sharding.batch_sharding(mesh)
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  B, A = c.train.batch_size, c.train.grad_accum_steps
+  if B % (A * data_parallel) and B % A:
+    raise ValueError(f"train.batch_size={B} must be divisible by train.grad_accum_steps={A}")
+  if (B // A) % data_parallel:
+    raise ValueError(f"train.batch_size / grad_accum_steps = {B // A} must be divisible by the "
+                     f"data-parallel size data*fsdp = {data_parallel}")
+
+  # --- input ---------------------------------------------------------------------------------
+  stats = pipeline.prepare(c.data)
+  log.info("data: %s", stats)
+  train_iter = pipeline.make_train_iterator(c.data, global_batch_size=B, seed=c.seed)
+
+  def eval_iter():
+    return pipeline.make_eval_iterator(c.data, split=c.data.eval_split, global_batch_size=c.eval.batch_size)
+
+  # --- model & optimizer ---------------------------------------------------------------------
+  graphdef, params, params_sharding = make_model(model_cfg, mesh, c.seed)
+  tx, schedule = make_optimizer(c.opt, params, num_steps=c.train.num_steps, num_stages=model_cfg.num_stages)
+  num_params = count_params(nnx.merge(graphdef, params))
+  fpb = flops_per_byte(model_cfg, c.data.seq_len, train=True)
+  peak, device_kind = device_peak_flops()
+  log.info("model: %s parameters, %.3g forward FLOPs/byte; devices: %d x %s", f"{num_params:,}", fpb,
+           jax.device_count(), device_kind)
+
+  # --- shard ---------------------------------------------------------------------------------
+  with jax.set_mesh(mesh):
+    opt_state = jax.jit(tx.init)(params)
+    state = TrainState(jnp.zeros((), jnp.int32), params, opt_state, ControllerState.init())
+    replicated = NamedSharding(mesh, P())
+    state_sharding = jax.tree.map(
+        lambda x: x.sharding if isinstance(getattr(x, "sharding", None), NamedSharding) else replicated, state)
+    state = jax.device_put(state, state_sharding)
+
+  # --- update step ---------------------------------------------------------------------------
+  train_step = jax.jit(make_train_step(graphdef, model_cfg, c, tx, schedule),
+                       in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, replicated),
+                       donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(params_sharding, batch_sharding),
+                      out_shardings=replicated)
+
+  # --- restore -------------------------------------------------------------------------------
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=c.ckpt.keep, async_save=c.ckpt.async_save)
+  restored = ckpt.restore(abstract_with_shardings(state, state_sharding), train_iter)
+  if restored is not None:
+    state, _ = restored
+    log.info("resumed from step %d in %s", int(state.step), ckpt.directory)
+  start_step = int(jax.device_get(state.step))
+  if is_main and start_step == 0:
+    writer.write_text("config", "```\n" + c.to_json_best_effort(indent=2) + "\n```")
+
+  # --- evals ---------------------------------------------------------------------------------
+  def run_eval(step: int) -> dict:
+    with jax.set_mesh(mesh):
+      out = evaluate(eval_step, state.params, eval_iter(), batch_sharding, c.train.eval_batches)
+    writer.write(step, {f"eval/{k}": v for k, v in out.items()})
+    return out
+
+  # --- loop ----------------------------------------------------------------------------------
+  bytes_per_step = B * c.data.seq_len
+  pending: list[tuple[int, dict]] = []
+  last_log_time, last_log_step = time.time(), start_step
+  start_time = time.time()
+  final: dict = {}
+  eval_out: dict = {}
+  bar = _progress_bar(progress and is_main, start_step, c.train.num_steps)
+
+  def flush(step: int) -> dict:
+    """Fetches pending step metrics, stops on a non-finite loss, writes the mean of the window."""
+    nonlocal pending, last_log_time, last_log_step
+    if not pending:
+      return {}
+    host = jax.device_get([m for _, m in pending])
+    for (s, _), m in zip(pending, host):
+      if not math.isfinite(float(m["loss"])):
+        raise FloatingPointError(
+            f"non-finite loss {float(m['loss'])} at step {s} (steps {pending[0][0]}..{pending[-1][0]} since the "
+            f"last check); the last good checkpoint in {ckpt.directory} is intact: lower opt.lr or check the data")
+    now = time.time()
+    steps = step - last_log_step
+    window = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+    step_time = (now - last_log_time) / max(steps, 1)
+    window.update(step_time=step_time, bytes_per_second=bytes_per_step / step_time)
+    if peak:
+      window["mfu"] = 3 * fpb * bytes_per_step / step_time / (peak * jax.device_count())
+    writer.write(step, {f"train/{k}": v for k, v in window.items()})
+    pending, last_log_time, last_log_step = [], now, step
+    return window
+
+  stop_reason = None
+  step = start_step
+  with _StopSignal() as stop, jax.set_mesh(mesh):
+    while step < c.train.num_steps:
+      batch = to_global(next(train_iter), batch_sharding)
+      state, metrics = train_step(state, batch)
+      step += 1
+      pending.append((step, metrics))
+      if step % c.train.log_every == 0 or step == c.train.num_steps:
+        final = flush(step) or final
+        if bar is not None:
+          bar.set_postfix(loss=f"{final['loss']:.3f}", bpb=f"{final['bits_per_byte']:.3f}",
+                          bytes_s=f"{final['bytes_per_second']:,.0f}", refresh=False)
+      if bar is not None:
+        bar.update(1)
+      if step % c.train.eval_every == 0 or step == c.train.num_steps:
+        eval_out = run_eval(step)
+        if bar is not None:
+          bar.write(f"step {step}: validation bits/byte {eval_out['bits_per_byte']:.4f}")
+      if stop.received:
+        stop_reason = stop.received
+      elif c.train.max_minutes > 0 and time.time() - start_time > 60 * c.train.max_minutes:
+        stop_reason = f"train.max_minutes={c.train.max_minutes}"
+      if step % c.ckpt.every == 0 or step == c.train.num_steps or stop_reason:
+        flush(step)  # never checkpoint past a non-finite loss
+        ckpt.save(step, state, train_iter, config_json)
+      if stop_reason:
+        log.warning("stopping at step %d (%s): checkpoint saved", step, stop_reason)
+        break
+  if bar is not None:
+    bar.close()
+  ckpt.close()
+  writer.close()
+  return {"step": step, "train": final, "eval": eval_out, "num_params": num_params,
+          "flops_per_byte": fpb, "stopped": stop_reason}
+
+
+def _progress_bar(enabled: bool, start: int, total: int):
+  if not enabled:
+    return None
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)

@@ -1,0 +1,113 @@
+"""Model properties: causality (packed, near capacity), compile once, gradients, overflow, sharding."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from hnet import sharding
+from tests.helpers import FAMILIES, forward, packed_batch, tiny_model
+
+# (family, train flag): the delete gate differs between soft (train) and hard (eval) deletion.
+CASES = [(f, False) for f in FAMILIES] + [("mrt5", True), ("hnet_1stage", True)]
+
+
+@pytest.mark.parametrize("family,train", CASES)
+def test_causality_with_packed_documents(family, train):
+  """Changing bytes from position t on never changes logits before t (fp32, 1e-5)."""
+  # Small capacity so that boundaries overflow and get dropped: the cut must stay causal.
+  overrides = {"capacity_slack": 1.0} if family != "flat" else {}
+  model = tiny_model(family, **overrides)
+  tokens, seg = packed_batch(2, 64, seed=1)
+  logits, _ = forward(model, tokens, seg, train)
+  rng = np.random.default_rng(0)
+  for t in (5, 21, 22, 40, 63):
+    changed = np.array(tokens)
+    changed[:, t:] = rng.integers(0, 256, size=changed[:, t:].shape)
+    logits2, _ = forward(model, jnp.asarray(changed), seg, train)
+    np.testing.assert_allclose(logits2[:, :t], logits[:, :t], atol=1e-5, rtol=0,
+                               err_msg=f"{family}: logits before {t} changed")
+    assert not np.allclose(logits2[:, t:], logits[:, t:]), "perturbation had no effect at all"
+
+
+def test_documents_do_not_see_each_other():
+  """A document's logits do not depend on an earlier document packed in the same row."""
+  model = tiny_model("hnet_2stage")
+  tokens, seg = packed_batch(2, 64, seed=2)
+  logits, _ = forward(model, tokens, seg)
+  changed = np.array(tokens)
+  changed[:, :10] = (changed[:, :10] + 7) % 256  # inside document 1 only (row 1's doc 1 is longer)
+  logits2, _ = forward(model, jnp.asarray(changed), seg)
+  doc2 = np.array(seg) >= 2
+  np.testing.assert_allclose(np.asarray(logits2)[doc2], np.asarray(logits)[doc2], atol=1e-5, rtol=0)
+
+
+def _loss_fn(model_state, graphdef, tokens, seg, train):
+  model = nnx.merge(graphdef, model_state)
+  logits, aux = model(tokens, seg, train=train)
+  targets = jnp.roll(tokens, -1, axis=1)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  mask = (seg > 0).astype(jnp.float32)
+  loss = jnp.sum(ce * mask) / jnp.sum(mask) + 0.03 * sum(aux["router_losses"])
+  return loss, aux
+
+
+@pytest.mark.parametrize("family", ["hnet_1stage", "mrt5", "hnet_2stage"])
+def test_compiles_once_and_gradients_reach_router(family):
+  model = tiny_model(family)
+  graphdef, state = nnx.split(model)
+  step = jax.jit(jax.value_and_grad(_loss_fn, has_aux=True), static_argnums=(1, 4))
+  tokens, seg = packed_batch(2, 64, seed=3)
+  (loss, aux), grads = step(state, graphdef, tokens, seg, True)
+  tokens2, _ = packed_batch(2, 64, seed=4, text_like=False)  # different boundary counts
+  (loss2, aux2), _ = step(state, graphdef, tokens2, seg, True)
+  assert step._cache_size() == 1, "second call with new data recompiled"
+  assert float(aux["metrics"]["stage0/boundary_frac"]) != float(aux2["metrics"]["stage0/boundary_frac"])
+  leaves = jax.tree.leaves(grads)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+  router_grads = grads["backbone"]["router"]
+  norm = sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(router_grads))
+  assert norm > 0, f"{family}: no gradient reaches the router parameters"
+
+
+def test_capacity_overflow_reports_and_stays_finite():
+  model = tiny_model("hnet_1stage", target_ratio=(16.0,), capacity_slack=1.0)
+  graphdef, state = nnx.split(model)
+  tokens, seg = packed_batch(2, 64, seed=5, text_like=False)
+  (loss, aux), grads = jax.jit(jax.value_and_grad(_loss_fn, has_aux=True), static_argnums=(1, 4))(
+      state, graphdef, tokens, seg, True)
+  overflow = float(aux["metrics"]["stage0/overflow_frac"])
+  assert 0 < overflow < 1
+  assert np.isfinite(float(loss))
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_stride_and_word_routers_compress_as_configured():
+  tokens, seg = packed_batch(2, 64, seed=6)
+  _, aux = forward(tiny_model("stride"), tokens, seg)
+  # Stride 4 within each document: about a quarter of the positions (document starts add a few).
+  assert 0.25 <= float(aux["metrics"]["stage0/boundary_frac"]) <= 0.35
+  _, aux = forward(tiny_model("word"), tokens, seg)
+  assert float(aux["metrics"]["stage0/overflow_frac"]) == 0.0
+
+
+@pytest.mark.parametrize("family", ["hnet_1stage", "hnet_2stage"])
+def test_sharded_forward_equals_single_device(family):
+  model = tiny_model(family)
+  tokens, seg = packed_batch(4, 64, seed=7)
+  want, _ = forward(model, tokens, seg)
+  mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+  graphdef, state = nnx.split(model)
+  state_sharding = sharding.param_shardings(state, mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  with jax.set_mesh(mesh):
+    sharded_state = jax.device_put(state, state_sharding)
+    f = jax.jit(lambda st, t, s: nnx.merge(graphdef, st)(t, s)[0],
+                in_shardings=(state_sharding, batch_sharding, batch_sharding))
+    got = f(sharded_state, jax.device_put(tokens, batch_sharding), jax.device_put(seg, batch_sharding))
+  assert len(got.sharding.device_set) == 8
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+  # Parameters really are split: the largest matmul weights are not replicated.
+  specs = [s.spec for s in jax.tree.leaves(state_sharding)]
+  assert any("tensor" in str(s) for s in specs) and any("fsdp" in str(s) for s in specs)

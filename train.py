@@ -1,0 +1,40 @@
+"""Train a byte-level hierarchical LM.
+
+  python train.py                                     # default small H-Net on the embedded corpus
+  python train.py --config configs/flat.py --config.train.num_steps=2000 --workdir runs/flat
+  python train.py --config configs/hnet_1stage.py:tiny  # any config shrunk for a smoke test
+
+Restarting with the same --workdir resumes from its latest checkpoint.
+"""
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "configs/hnet_1stage.py", "Config file (see configs/).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metrics and the config.")
+flags.DEFINE_enum("distributed", "none", ["none", "auto", "explicit"],
+                  "Multi-host start: 'auto' for TPU pods / SLURM, 'explicit' with the flags below.")
+flags.DEFINE_string("coordinator", None, "host:port of process 0 (explicit multi-host start).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (explicit multi-host start).")
+flags.DEFINE_integer("process_id", None, "This process's index (explicit multi-host start).")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.getLogger().setLevel(logging.INFO)
+  from hnet import distributed, trainer  # pylint: disable=import-outside-toplevel
+  distributed.initialize(FLAGS.distributed, FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+  result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
+  ev = result["eval"]
+  if ev:
+    print(f"done: step {result['step']}, validation bits/byte {ev['bits_per_byte']:.4f}, "
+          f"workdir {FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+  app.run(main)
