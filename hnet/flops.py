@@ -42,9 +42,22 @@ def layer_flops(group: LayerGroup, st: StageConfig, cfg: ModelConfig, length: in
   return out
 
 
-def flops_breakdown(cfg: ModelConfig, seq_len: int, *, train: bool = False) -> dict[str, float]:
-  """Forward FLOPs per byte by component name, e.g. 'stage1/attn_scores'."""
-  lengths = cfg.stage_lengths(seq_len, train=train)
+def flops_breakdown(cfg: ModelConfig, seq_len: int, *, train: bool = False, basis: str = "capacity"
+                    ) -> dict[str, float]:
+  """Forward FLOPs per byte by component name, e.g. 'stage1/attn_scores'.
+
+  basis='capacity' counts inner stages at their static capacity (what runs, padding
+  included); basis='target' at exactly L / N (the useful work at the target ratio).
+  """
+  if basis == "capacity":
+    lengths = cfg.stage_lengths(seq_len, train=train)
+  elif basis == "target":
+    soft = train and cfg.router == "delete_gate"
+    lengths = [seq_len]
+    for st in cfg.stages[:-1]:
+      lengths.append(lengths[-1] if soft else lengths[-1] / st.target_ratio)
+  else:
+    raise ValueError(f"flops basis {basis!r}: use 'capacity' or 'target'")
   out: dict[str, float] = {}
 
   def add(key: str, flops_per_position: float, length: int, count: int = 1):
@@ -65,9 +78,10 @@ def flops_breakdown(cfg: ModelConfig, seq_len: int, *, train: bool = False) -> d
   return out
 
 
-def flops_per_byte(cfg: ModelConfig, seq_len: int, *, train: bool = False) -> float:
+def flops_per_byte(cfg: ModelConfig, seq_len: int, *, train: bool = False, basis: str = "capacity") -> float:
   """Forward model FLOPs per byte at sequence length `seq_len` (multiply by 3 for a training step).
 
-  `train=True` counts the delete gate's soft mode (inner network over every position).
+  `train=True` counts the delete gate's soft mode (inner network over every position);
+  `basis` as in `flops_breakdown`.
   """
-  return sum(flops_breakdown(cfg, seq_len, train=train).values())
+  return sum(flops_breakdown(cfg, seq_len, train=train, basis=basis).values())

@@ -38,11 +38,12 @@ def packed_batch(batch: int = 2, length: int = 64, seed: int = 0, text_like: boo
   return jnp.asarray(tokens), jnp.asarray(seg)
 
 
+@jax.jit(static_argnums=(0, 4))
+def _forward(graphdef, state, tokens, seg, train):
+  return nnx.merge(graphdef, state)(tokens, seg, train=train)
+
+
 def forward(model: HNetLM, tokens, seg, train: bool = False):
+  """Jitted forward; compiled once per (model structure, shapes, train)."""
   graphdef, state = nnx.split(model)
-
-  @jax.jit
-  def f(state, tokens, seg):
-    return nnx.merge(graphdef, state)(tokens, seg, train=train)
-
-  return f(state, tokens, seg)
+  return _forward(graphdef, state, tokens, seg, train)

@@ -39,3 +39,11 @@ def test_inner_stage_costs_scale_with_capacity():
 def test_delete_gate_soft_mode_runs_inner_at_full_length():
   cfg = model_config_from_dict(load_config("mrt5", "").model)
   assert flops_per_byte(cfg, 512, train=True) > flops_per_byte(cfg, 512)
+
+
+def test_paper_L_at_target_ratio_matches_reference_count():
+  """H-Net 1-stage L at N = 6: the GPU issue's reference counts 346 MFLOP/byte forward."""
+  cfg = model_config_from_dict(load_config("hnet_1stage_L", "").model)
+  target = flops_per_byte(cfg, 8192, basis="target")
+  assert target == pytest.approx(346e6, rel=0.03)
+  assert flops_per_byte(cfg, 8192) > target  # capacity padding (1.25 slack, 128 tile) costs extra

@@ -1,0 +1,295 @@
+"""Incremental decoding with per-stage caches, and batched sampling.
+
+Every layer keeps a cache (attention: keys/values and a per-row length; Mamba2: conv
+and SSM state). A stage steps its encoder on every byte, asks its router whether the
+byte starts a chunk, steps its inner network only for the rows where it does, updates
+the smoothing state, and steps its decoder. Rows of a batch advance their inner
+networks independently (an `active_B` mask), so a batch can hold different boundary
+patterns. The step function is exact: step-by-step logits equal the full forward pass
+(tested), hard deletion for the delete gate.
+"""
+# pylint: disable=invalid-name
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hnet import BOS_ID, EOS_ID
+from hnet.model import HNetLM
+from hnet.routers.cosine import CosineRouter
+from hnet.routers.delete_gate import DeleteGateRouter
+from hnet.routers.stride import StrideRouter
+from hnet.routers.whitespace import WhitespaceRouter, spacelike
+from hnet.stack import Block, Stack
+from hnet.stage import Stage
+
+
+class AttentionCache(NamedTuple):
+  k_BSHK: jax.Array
+  v_BSHK: jax.Array
+  length_B: jax.Array  # keys written so far per row
+
+
+class StageState(NamedTuple):
+  """Decoding state of one stage (inner state nested)."""
+  encoder: Any
+  decoder: Any
+  main: Any  # innermost stage only
+  inner: Any  # StageState of the next stage (outer stages)
+  position_B: jax.Array  # positions seen at this stage
+  chunks_B: jax.Array  # chunks started (capacity check)
+  prev_hidden_BD: jax.Array  # last encoder output (cosine router)
+  prev_token_B: jax.Array  # last byte (whitespace router)
+  last_value_BD: jax.Array  # last smoothed / inner output (dechunking)
+
+
+ROW_FIELDS = ("position_B", "chunks_B", "prev_hidden_BD", "prev_token_B", "last_value_BD")
+
+
+def _select_rows(active_B: jax.Array, new: "StageState", old: "StageState") -> "StageState":
+  """Keeps the per-row fields of inactive rows (layer caches select themselves in `stack_step`)."""
+  return new._replace(**{f: _select(active_B, getattr(new, f), getattr(old, f)) for f in ROW_FIELDS})
+
+
+def _select(active_B: jax.Array, new, old):
+  """Per-row choice between two pytrees with a leading batch axis."""
+  def pick(n, o):
+    mask = active_B.reshape((-1,) + (1,) * (n.ndim - 1))
+    return jnp.where(mask, n, o)
+  return jax.tree.map(pick, new, old)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers and stacks
+# ---------------------------------------------------------------------------------------------
+def _block_cache(block: Block, batch: int, max_len: int, dtype) -> Any:
+  if block.is_mamba:
+    return block.mixer.init_cache(batch)
+  attn = block.mixer
+  shape = (batch, max_len, attn.num_heads, attn.head_dim)
+  return AttentionCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
+
+
+def _attention_step(attn, x_BD, position_B, cache: AttentionCache, window: int):
+  B = x_BD.shape[0]
+  q_B1HK, k_B1HK, v_B1HK = attn.qkv(x_BD[:, None], position_B[:, None])
+  rows = jnp.arange(B)
+  k_BSHK = cache.k_BSHK.at[rows, cache.length_B].set(k_B1HK[:, 0].astype(cache.k_BSHK.dtype), mode="drop")
+  v_BSHK = cache.v_BSHK.at[rows, cache.length_B].set(v_B1HK[:, 0].astype(cache.v_BSHK.dtype), mode="drop")
+  S = k_BSHK.shape[1]
+  key_S = jnp.arange(S)[None, :]
+  allowed_BS = key_S <= cache.length_B[:, None]
+  if window >= 0:
+    allowed_BS &= cache.length_B[:, None] - key_S <= window
+  out_B1HK = jax.nn.dot_product_attention(q_B1HK, k_BSHK.astype(q_B1HK.dtype), v_BSHK.astype(q_B1HK.dtype),
+                                          mask=allowed_BS[:, None, None, :])
+  y_BD = attn.out_proj(out_B1HK.reshape(B, -1))
+  return y_BD, AttentionCache(k_BSHK, v_BSHK, cache.length_B + 1)
+
+
+def _block_step(block: Block, x_BD, position_B, cache, window: int):
+  h_BD = block.norm1(x_BD)
+  if block.is_mamba:
+    h_BD, cache = block.mixer.step(h_BD, cache)
+  else:
+    h_BD, cache = _attention_step(block.mixer, h_BD, position_B, cache, window)
+  x_BD = x_BD + h_BD.astype(jnp.float32)
+  if block.mlp is not None:
+    x_BD = x_BD + block.mlp(block.norm2(x_BD)[:, None])[:, 0].astype(jnp.float32)
+  return x_BD, cache
+
+
+def init_stack_cache(stack: Stack, batch: int, max_len: int, dtype) -> list:
+  caches = []
+  for group in stack.groups:
+    count = jax.tree.leaves(nnx.state(group.blocks, nnx.Param))[0].shape[0]
+    one = _block_cache(group.blocks, batch, max_len, dtype)
+    caches.append(jax.tree.map(lambda x, n=count: jnp.broadcast_to(x, (n, *x.shape)), one))
+  return caches
+
+
+def stack_step(stack: Stack, x_BD, position_B, caches: list, active_B):
+  """One position through a stack; caches of inactive rows are left unchanged."""
+  x_BD = x_BD.astype(jnp.float32)
+  new_caches = []
+  for group, cache in zip(stack.groups, caches):
+    def body(x, block_and_cache):
+      block, c = block_and_cache
+      y, c_new = _block_step(block, x, position_B, c, stack.window)
+      return y, _select(active_B, c_new, c)
+
+    x_BD, cache = jax.lax.scan(body, x_BD, (group.blocks, cache))
+    new_caches.append(cache)
+  return stack.norm(x_BD), new_caches
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------
+def init_stage_state(stage: Stage, batch: int, lengths: list[int], dtype) -> StageState:
+  s = stage.index
+  zeros_B = jnp.zeros((batch,), jnp.int32)
+  if stage.is_innermost:
+    return StageState(None, None, init_stack_cache(stage.main, batch, lengths[s], dtype), None,
+                      zeros_B, zeros_B, jnp.zeros((batch, 0)), zeros_B, jnp.zeros((batch, 0)))
+  d = stage.residual_proj.in_features
+  return StageState(
+      encoder=init_stack_cache(stage.encoder, batch, lengths[s], dtype),
+      decoder=init_stack_cache(stage.decoder, batch, lengths[s], dtype),
+      main=None,
+      inner=init_stage_state(stage.inner, batch, lengths, dtype),
+      position_B=zeros_B, chunks_B=zeros_B,
+      prev_hidden_BD=jnp.zeros((batch, d), jnp.float32),
+      prev_token_B=zeros_B,
+      last_value_BD=jnp.zeros((batch, d), jnp.float32))
+
+
+def _route(router, h_BD, st: StageState, token_B):
+  """(boundary_B, probability_B) for the new position; the first position is always a boundary."""
+  first_B = st.position_B == 0
+  if isinstance(router, CosineRouter):
+    p_B = jnp.where(first_B, 1.0, router.probability(st.prev_hidden_BD[:, None], h_BD[:, None])[:, 0])
+    return p_B > 0.5, p_B
+  if isinstance(router, DeleteGateRouter):
+    g_B = router.gate(h_BD[:, None])[:, 0]
+    b_B = first_B | (g_B > router.scale / 2)
+  elif isinstance(router, WhitespaceRouter):
+    prev_space_B = jnp.where(first_B, True, spacelike(st.prev_token_B))
+    b_B = first_B | (prev_space_B & ~spacelike(token_B))
+  elif isinstance(router, StrideRouter):
+    b_B = st.position_B % router.stride == 0
+  else:
+    raise TypeError(f"no step rule for router {type(router).__name__}")
+  return b_B, b_B.astype(jnp.float32)
+
+
+def stage_step(stage: Stage, x_BD, token_B, st: StageState, active_B, lengths: list[int]):
+  """Steps one position of every active row; returns (output_BD at the outer width, new state)."""
+  x_BD = x_BD.astype(jnp.float32)
+  if stage.pad_dimension is not None:
+    pad = jnp.broadcast_to(stage.pad_dimension[...], (x_BD.shape[0], stage.pad_dimension.shape[0]))
+    x_BD = jnp.concatenate([x_BD, pad], axis=-1)
+  if stage.is_innermost:
+    y_BD, main = stack_step(stage.main, x_BD, st.position_B, st.main, active_B)
+    new = st._replace(main=main, position_B=st.position_B + 1)
+    return y_BD[:, : stage.d_outer], _select_rows(active_B, new, st)
+
+  s = stage.index
+  h_BD, encoder = stack_step(stage.encoder, x_BD, st.position_B, st.encoder, active_B)
+  res_BD = stage.residual_proj(h_BD)
+  boundary_B, p_B = _route(stage.router, h_BD, st, token_B)
+  capacity = lengths[s + 1]
+  boundary_B &= st.chunks_B < capacity
+  z_BD, inner = stage_step(stage.inner, h_BD, token_B, st.inner, active_B & boundary_B, lengths)
+  z_BD = z_BD.astype(jnp.float32)
+  if isinstance(stage.router, CosineRouter):
+    rate_B = jnp.where(boundary_B, jnp.clip(p_B, 1e-4, 1 - 1e-4), 0.0)[:, None]
+    value_BD = rate_B * z_BD + (1.0 - rate_B) * st.last_value_BD
+  else:
+    value_BD = jnp.where(boundary_B[:, None], z_BD, st.last_value_BD)
+  y_BD, decoder = stack_step(stage.decoder, value_BD + res_BD, st.position_B, st.decoder, active_B)
+  new = StageState(encoder, decoder, None, inner, st.position_B + 1, st.chunks_B + boundary_B.astype(jnp.int32),
+                   h_BD, token_B, value_BD)
+  return y_BD[:, : stage.d_outer], _select_rows(active_B, new, st)
+
+
+# ---------------------------------------------------------------------------------------------
+# The language model
+# ---------------------------------------------------------------------------------------------
+class Decoder:
+  """Cached next-byte logits for a model and a maximum length (static capacities)."""
+
+  def __init__(self, model: HNetLM, max_len: int):
+    self.model = model
+    self.max_len = max_len
+    self.lengths = model.cfg.stage_lengths(max_len)
+    self.dtype = jnp.dtype(model.cfg.dtype)
+
+  def init(self, batch: int) -> StageState:
+    return init_stage_state(self.model.backbone, batch, self.lengths, self.dtype)
+
+  def step(self, token_B: jax.Array, state: StageState) -> tuple[jax.Array, StageState]:
+    x_BD = self.model.embed(token_B)
+    active_B = jnp.ones(token_B.shape, bool)
+    y_BD, state = stage_step(self.model.backbone, x_BD, token_B, state, active_B, self.lengths)
+    return self.model.lm_head(y_BD).astype(jnp.float32), state
+
+
+def step_logits(model: HNetLM, tokens_BL: jax.Array) -> jax.Array:
+  """Logits for every position computed one byte at a time with caches (== model(tokens_BL))."""
+  decoder = Decoder(model, tokens_BL.shape[1])
+
+  def body(state, token_B):
+    logits_BV, state = decoder.step(token_B, state)
+    return state, logits_BV
+
+  _, logits_LBV = jax.lax.scan(body, decoder.init(tokens_BL.shape[0]), tokens_BL.T)
+  return logits_LBV.transpose(1, 0, 2)
+
+
+def sample_logits(key, logits_BV, temperature: float, top_k: int, top_p: float) -> jax.Array:
+  """Temperature / top-k / top-p (nucleus) sampling; temperature 0 is greedy."""
+  if temperature <= 0:
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  logits_BV = logits_BV / temperature
+  if top_k > 0:
+    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+  if top_p < 1.0:
+    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+    cum_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
+    # Smallest set whose mass reaches top_p: keep logits >= the last one needed.
+    cutoff_idx_B1 = jnp.sum(cum_BV < top_p, axis=-1, keepdims=True)
+    cutoff_B1 = jnp.take_along_axis(sorted_BV, jnp.minimum(cutoff_idx_B1, sorted_BV.shape[-1] - 1), axis=-1)
+    logits_BV = jnp.where(logits_BV < cutoff_B1, -jnp.inf, logits_BV)
+  return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
+
+
+def generate(model: HNetLM, prompts: list[bytes], *, max_new_bytes: int = 256, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True) -> list[bytes]:
+  """Samples continuations of byte prompts (BOS is prepended), batched, one jitted scan.
+
+  Each row reads its own prompt and starts sampling where it ends; a row stops at EOS.
+  """
+  if not prompts:
+    raise ValueError("generate: no prompts given")
+  if max_new_bytes < 1:
+    raise ValueError(f"generate: max_new_bytes must be >= 1, got {max_new_bytes}")
+  rows = [bytes([BOS_ID]) + p for p in prompts]
+  prompt_len = max(len(r) for r in rows)
+  total = prompt_len + max_new_bytes
+  prompt_BT = jnp.asarray([list(r) + [0] * (total - len(r)) for r in rows], jnp.int32)
+  lens_B = jnp.asarray([len(r) for r in rows], jnp.int32)
+  graphdef, state = nnx.split(model)
+  out = _generate_jit(graphdef, state, prompt_BT, lens_B, jax.random.key(seed), total, float(temperature),
+                      int(top_k), float(top_p))
+  out = jax.device_get(out)
+  results = []
+  for b, r in enumerate(rows):
+    new = [int(t) for t in out[b, len(r):len(r) + max_new_bytes]]
+    if stop_at_eos and EOS_ID in new:
+      new = new[:new.index(EOS_ID)]
+    results.append(bytes(new))
+  return results
+
+
+@jax.jit(static_argnums=(0, 5, 6, 7, 8))
+def _generate_jit(graphdef, state, prompt_BT, lens_B, key, total, temperature, top_k, top_p):
+  model = nnx.merge(graphdef, state)
+  decoder = Decoder(model, total)
+  B = prompt_BT.shape[0]
+
+  def body(carry, t):
+    dec_state, tokens_BT, key = carry
+    token_B = tokens_BT[:, t]
+    logits_BV, dec_state = decoder.step(token_B, dec_state)
+    key, sub = jax.random.split(key)
+    sampled_B = sample_logits(sub, logits_BV, temperature, top_k, top_p)
+    write_B = (t + 1 >= lens_B) & (t + 1 < total)  # past the prompt: append the sample
+    tokens_BT = tokens_BT.at[:, jnp.minimum(t + 1, total - 1)].set(
+        jnp.where(write_B, sampled_B, tokens_BT[:, jnp.minimum(t + 1, total - 1)]))
+    return (dec_state, tokens_BT, key), None
+
+  (_, tokens_BT, _), _ = jax.lax.scan(body, (decoder.init(B), prompt_BT, key), jnp.arange(total - 1))
+  return tokens_BT
