@@ -1,0 +1,1 @@
+"""Evaluation helpers: noise perturbations, multiple-choice scoring, boundary visualisation."""
