@@ -9,6 +9,7 @@ Restarting with the same --workdir resumes from its latest checkpoint.
 import logging
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -26,7 +27,13 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.getLogger().setLevel(logging.INFO)
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax / grain chatter
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+  hnet_log = logging.getLogger("hnet")
+  hnet_log.setLevel(logging.INFO)
+  hnet_log.addHandler(handler)
+  hnet_log.propagate = False
   from hnet import distributed, trainer  # pylint: disable=import-outside-toplevel
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)

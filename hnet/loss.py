@@ -28,8 +28,7 @@ class ControllerState(NamedTuple):
 
   @classmethod
   def init(cls) -> "ControllerState":
-    zero = jnp.zeros((), jnp.float32)
-    return cls(zero, zero, zero)
+    return cls(*(jnp.zeros((), jnp.float32) for _ in range(3)))  # distinct buffers (donation)
 
 
 def update_controller(state: ControllerState, delete_rate: jax.Array, target: float, kp: float, ki: float

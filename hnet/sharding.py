@@ -70,7 +70,7 @@ def param_shardings(state: nnx.State, mesh: jax.sharding.Mesh) -> nnx.State:
   def one(var):
     names = var.get_metadata().get("out_sharding") if hasattr(var, "get_metadata") else None
     spec = list(logical_to_mesh(names)) if names else []
-    shape = np.shape(var[...]) if hasattr(var, "__getitem__") else ()
+    shape = tuple(var.get_value().shape) if isinstance(var, nnx.Variable) else np.shape(var)
     spec = spec + [None] * (len(shape) - len(spec))
     for i, axes in enumerate(spec):
       if axes is None:

@@ -79,9 +79,9 @@ def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
 
     zeros_g = jax.tree.map(jnp.zeros_like, state.params)
     first = jax.tree.map(lambda x: x[0], micro_BL)
-    _, (_, _, _, shapes) = jax.eval_shape(grad_fn, state.params, first)
+    (_, stats_shape), _ = jax.eval_shape(grad_fn, state.params, first)
     zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), {
-        **shapes[3], **{f"stage{i}/router_loss": r for i, r in enumerate(shapes[2])}})
+        **stats_shape[3], **{f"stage{i}/router_loss": r for i, r in enumerate(stats_shape[2])}})
     (grads, loss, nll, metrics), _ = jax.lax.scan(
         accumulate, (zeros_g, jnp.float32(0.0), jnp.float32(0.0), zeros_m), micro_BL)
     metrics = {k: v / accum for k, v in metrics.items()}
@@ -302,6 +302,9 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True) -> dict:
       state, metrics = train_step(state, batch)
       step += 1
       pending.append((step, metrics))
+      if step == start_step + 1:  # the first step compiles: keep it out of the throughput windows
+        jax.block_until_ready(metrics)
+        pending, last_log_time, last_log_step = [], time.time(), step
       if step % c.train.log_every == 0 or step == c.train.num_steps:
         final = flush(step) or final
         if bar is not None:
