@@ -15,11 +15,15 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.data.dataset = "builtin"  # 'builtin' (embedded corpus), 'text' (own files, see text_paths) or a prepared TFDS name ('lm1b', 'pg19', ...)
   c.data.text_paths = ""  # for dataset='text': comma-separated files, globs or directories (.txt, .jsonl, optionally .gz/.xz)
   c.data.text_key = "text"  # field holding the text in .jsonl files and TFDS examples
+  c.data.validation_fraction = 0.05  # dataset='text': share of documents held out for validation (by a hash of each document)
+  c.data.txt_doc_bytes = 65536  # dataset='text': .txt files are cut at blank lines into documents of about this size (0 = one per file)
   c.data.data_dir = ""  # where prepared TFDS data lives; '' = $HNET_DATA_DIR or ~/.cache/hnet/tfds
   c.data.train_split = "train"  # split used for training
   c.data.eval_split = "validation"  # split used for validation bits/byte
   c.data.seq_len = 256  # bytes per packed training row (L)
   c.data.invalid_utf8 = "keep"  # 'keep' bytes of invalid UTF-8 as they are, or 'replace' them with U+FFFD
+  c.data.packing_bins = 64  # rows grain's first-fit packer fills at once with documents' last pieces (more = less padding)
+  c.data.shuffle_window_mb = 8.0  # train rows are shuffled in windows of this many MB, spreading a document's pieces over many batches (0 = off)
   c.data.worker_count = 0  # grain worker processes (0 = in-process)
   c.data.prefetch = 2  # batches prefetched by a background thread
 

@@ -1,0 +1,5 @@
+"""Byte-level data: the embedded corpus, TFDS builders and grain pipelines.
+
+Import submodules explicitly (`from hnet.data import pipeline`): grain and tensorflow_datasets
+load only then, so `hnet.model` and friends import on machines without them.
+"""
