@@ -188,8 +188,11 @@ class _StopSignal:
 # ---------------------------------------------------------------------------------------------
 # The driver
 # ---------------------------------------------------------------------------------------------
-def train_and_evaluate(c, workdir: str, *, progress: bool = True) -> dict:
-  """Trains `c` in `workdir`, resuming from its latest checkpoint; returns the final metrics."""
+def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: int | None = None) -> dict:
+  """Trains `c` in `workdir`, resuming from its latest checkpoint; returns the final metrics.
+
+  `stop_after` ends this call (with a checkpoint) after that many steps, as a preemption would.
+  """
   from hnet.data import pipeline  # pylint: disable=import-outside-toplevel  (grain/tfds are heavy)
 
   # --- logging -------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True) -> dict:
   batch_sharding = sharding.batch_sharding(mesh)
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
   B, A = c.train.batch_size, c.train.grad_accum_steps
-  if B % (A * data_parallel) and B % A:
+  if B % A:
     raise ValueError(f"train.batch_size={B} must be divisible by train.grad_accum_steps={A}")
   if (B // A) % data_parallel:
     raise ValueError(f"train.batch_size / grad_accum_steps = {B // A} must be divisible by the "
@@ -218,8 +221,10 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True) -> dict:
   log.info("data: %s", stats)
   train_iter = pipeline.make_train_iterator(c.data, global_batch_size=B, seed=c.seed)
 
+  eval_batch = -(-c.eval.batch_size // data_parallel) * data_parallel  # padded rows are masked anyway
+
   def eval_iter():
-    return pipeline.make_eval_iterator(c.data, split=c.data.eval_split, global_batch_size=c.eval.batch_size)
+    return pipeline.make_eval_iterator(c.data, split=c.data.eval_split, global_batch_size=eval_batch)
 
   # --- model & optimizer ---------------------------------------------------------------------
   graphdef, params, params_sharding = make_model(model_cfg, mesh, c.seed)
@@ -284,7 +289,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True) -> dict:
             f"non-finite loss {float(m['loss'])} at step {s} (steps {pending[0][0]}..{pending[-1][0]} since the "
             f"last check); the last good checkpoint in {ckpt.directory} is intact: lower opt.lr or check the data")
     now = time.time()
-    steps = step - last_log_step
+    steps = step - last_log_step if step > last_log_step else len(pending)
     window = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
     step_time = (now - last_log_time) / max(steps, 1)
     window.update(step_time=step_time, bytes_per_second=bytes_per_step / step_time)
@@ -304,7 +309,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True) -> dict:
       pending.append((step, metrics))
       if step == start_step + 1:  # the first step compiles: keep it out of the throughput windows
         jax.block_until_ready(metrics)
-        pending, last_log_time, last_log_step = [], time.time(), step
+        last_log_time, last_log_step = time.time(), step
       if step % c.train.log_every == 0 or step == c.train.num_steps:
         final = flush(step) or final
         if bar is not None:
@@ -320,6 +325,8 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True) -> dict:
         stop_reason = stop.received
       elif c.train.max_minutes > 0 and time.time() - start_time > 60 * c.train.max_minutes:
         stop_reason = f"train.max_minutes={c.train.max_minutes}"
+      elif stop_after is not None and step - start_step >= stop_after and step < c.train.num_steps:
+        stop_reason = f"stop_after={stop_after}"
       if step % c.ckpt.every == 0 or step == c.train.num_steps or stop_reason:
         flush(step)  # never checkpoint past a non-finite loss
         ckpt.save(step, state, train_iter, config_json)

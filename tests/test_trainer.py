@@ -1,0 +1,140 @@
+"""Training loop: exact resume, preemption, mesh changes, NaN stop, multi-host agreement."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from hnet import trainer
+from tests.helpers import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _config(data_dir, family="hnet_1stage", steps=4):
+  c = load_config(family)
+  c.data.data_dir = data_dir
+  c.train.num_steps = steps
+  c.train.batch_size = 8  # divisible by the 8 test devices
+  c.train.log_every = 1
+  c.train.eval_every = steps
+  c.train.eval_batches = 1
+  c.ckpt.every = 100
+  c.ckpt.async_save = False
+  return c
+
+
+def _losses(workdir):
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8")]
+  return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, data_dir):
+  c = _config(data_dir, steps=4)
+  straight = trainer.train_and_evaluate(c, str(tmp_path / "straight"), progress=False)
+  first = trainer.train_and_evaluate(c, str(tmp_path / "resumed"), progress=False, stop_after=2)
+  assert first["step"] == 2 and first["stopped"] == "stop_after=2"
+  second = trainer.train_and_evaluate(c, str(tmp_path / "resumed"), progress=False)
+  assert second["step"] == 4
+  a, b = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+  assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+  for step in a:
+    assert abs(a[step] - b[step]) <= 1e-6, f"step {step}: {a[step]} vs {b[step]}"
+  assert straight["eval"]["bits_per_byte"] == pytest.approx(second["eval"]["bits_per_byte"], abs=1e-6)
+
+
+def test_restore_onto_a_different_mesh(tmp_path, data_dir):
+  c = _config(data_dir, "flat", steps=3)
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, 2, 2
+  trainer.train_and_evaluate(c, str(tmp_path / "run"), progress=False, stop_after=2)
+  c2 = _config(data_dir, "flat", steps=3)
+  c2.mesh.data, c2.mesh.fsdp, c2.mesh.tensor = 1, 8, 1
+  out = trainer.train_and_evaluate(c2, str(tmp_path / "run"), progress=False)
+  assert out["step"] == 3 and np.isfinite(out["train"]["loss"])
+  ref = trainer.train_and_evaluate(c, str(tmp_path / "ref"), progress=False)
+  assert out["train"]["loss"] == pytest.approx(ref["train"]["loss"], abs=1e-4)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(tmp_path, data_dir):
+  c = _config(data_dir, steps=4)
+  c.opt.lr = 1e30
+  c.opt.grad_clip = 0.0
+  c.opt.warmup_steps = 0
+  with pytest.raises(FloatingPointError, match="non-finite loss .* last good checkpoint"):
+    trainer.train_and_evaluate(c, str(tmp_path / "nan"), progress=False)
+
+
+def test_invalid_batch_and_mesh_give_clear_errors(tmp_path, data_dir):
+  c = _config(data_dir)
+  c.train.batch_size = 6
+  c.mesh.data = 8
+  with pytest.raises(ValueError, match="data-parallel size"):
+    trainer.train_and_evaluate(c, str(tmp_path / "bad"), progress=False)
+  c = _config(data_dir)
+  c.mesh.data, c.mesh.fsdp = 3, -1
+  with pytest.raises(ValueError, match="mesh"):
+    trainer.train_and_evaluate(c, str(tmp_path / "bad2"), progress=False)
+
+
+def _train_cmd(workdir, data_dir, *extra):
+  return [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/hnet_1stage.py:tiny"),
+          f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--progress=false", *extra]
+
+
+def _env(devices: int):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = ROOT
+  return env
+
+
+def test_sigterm_saves_a_restorable_checkpoint(tmp_path, data_dir):
+  workdir = tmp_path / "preempt"
+  proc = subprocess.Popen(_train_cmd(workdir, data_dir, "--config.train.num_steps=100000",
+                                     "--config.train.log_every=1", "--config.ckpt.every=100000"),
+                          env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=240)
+  assert proc.returncode == 0, out.decode()[-3000:]
+  steps = [int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit()]
+  assert steps, "no checkpoint written on SIGTERM"
+  # Resuming continues from the saved step.
+  c = _config(data_dir, steps=max(steps) + 1)
+  out = trainer.train_and_evaluate(c, str(workdir), progress=False)
+  assert out["step"] == max(steps) + 1
+
+
+def test_two_processes_agree_with_one(tmp_path, data_dir):
+  """2 processes x 4 CPU devices (jax.distributed, gloo) == 1 process x 8 devices, step by step."""
+  common = ["--config.train.num_steps=3", "--config.train.log_every=1", "--config.train.batch_size=8",
+            "--config.data.shards=2", "--config.ckpt.async_save=false"]
+  single = subprocess.run(_train_cmd(tmp_path / "one", data_dir, *common), env=_env(8), capture_output=True,
+                          timeout=300)
+  assert single.returncode == 0, single.stderr.decode()[-3000:]
+  import portpicker  # pylint: disable=import-outside-toplevel
+  port = portpicker.pick_unused_port()
+  procs = [subprocess.Popen(_train_cmd(tmp_path / "two", data_dir, *common, "--distributed=explicit",
+                                       f"--coordinator=localhost:{port}", "--num_processes=2", f"--process_id={i}"),
+                            env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(2)]
+  for p in procs:
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out.decode()[-3000:]
+  a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+  assert sorted(a) == sorted(b) == [1, 2, 3]
+  for step in a:
+    assert abs(a[step] - b[step]) <= 1e-5, f"step {step}: {a[step]} vs {b[step]}"
