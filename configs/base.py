@@ -26,6 +26,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.data.shuffle_window_mb = 8.0  # train rows are shuffled in windows of this many MB, spreading a document's pieces over many batches (0 = off)
   c.data.worker_count = 0  # grain worker processes (0 = in-process)
   c.data.prefetch = 2  # batches prefetched by a background thread
+  c.data.shards = 0  # train data shards (0 = one per process); fixed shards make batches independent of the process count
 
   # --- model (hnet/config.py: ModelConfig) ---
   c.model = config_dict.ConfigDict()
