@@ -7,13 +7,14 @@
 Restarting with the same --workdir resumes from its latest checkpoint.
 """
 import logging
+import os
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/hnet_1stage.py", "Config file (see configs/).",
+config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs/default.py"), "Config file (see configs/).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metrics and the config.")
 flags.DEFINE_enum("distributed", "none", ["none", "auto", "explicit"],

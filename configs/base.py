@@ -76,6 +76,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.train.log_every = 25  # steps between metric writes
   c.train.eval_every = 250  # steps between validation runs
   c.train.eval_batches = 16  # validation batches per periodic eval (-1 = whole split)
+  c.train.full_final_eval = True  # the evaluation at the last step covers the whole split (exact bits/byte)
   c.train.max_minutes = -1.0  # stop (with a checkpoint) after this wall time; -1 = no limit
 
   # --- checkpoints (hnet/checkpoint.py) ---
@@ -93,6 +94,15 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   # --- evaluation (eval.py) ---
   c.eval = config_dict.ConfigDict()
   c.eval.batch_size = 16  # rows per eval batch
+  c.eval.bpb_batches = -1  # eval.py bpb: batches scored (-1 = the whole split: exact)
+  c.eval.num_documents = 2048  # eval.py noise/mc: held-out documents read (the first N of the split; -1 = all)
+  c.eval.num_items = 256  # eval.py noise/mc: (context, continuation) pairs / multiple-choice items
+  c.eval.context_bytes = -1  # noise/mc: context bytes cut from a document (-1 = data.seq_len - 1 - continuation_bytes)
+  c.eval.continuation_bytes = 64  # noise/mc: continuation bytes (the scored part)
+  c.eval.mc_choices = 4  # mc: choices per item (the true continuation + continuations of other documents)
+  c.eval.mc_targets = ("context",)  # mc: what perturbations noise: 'context', 'continuation', 'both'
+  c.eval.perturbations = ("antspeak", "drop", "randomcase", "repeat", "uppercase", "typo", "nospace")  # noise/mc
+  c.eval.seed = 0  # seeds item cuts and perturbations (item k is noised with seed + k)
 
   if arg:
     apply_variant(c, arg)
@@ -134,6 +144,7 @@ def apply_variant(c: config_dict.ConfigDict, arg: str) -> None:
       c.train.log_every = 2
       c.train.eval_every = 4
       c.train.eval_batches = 2
+      c.train.full_final_eval = False
       c.ckpt.every = 2
       c.eval.batch_size = 4
     else:

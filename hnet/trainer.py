@@ -307,8 +307,9 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
 
   # --- evals ---------------------------------------------------------------------------------
   def run_eval(step: int) -> dict:
+    final_eval = step == c.train.num_steps and c.train.full_final_eval
     with jax.set_mesh(mesh):
-      out = evaluate(eval_step, state.params, eval_iter(), batch_sharding, c.train.eval_batches)
+      out = evaluate(eval_step, state.params, eval_iter(), batch_sharding, -1 if final_eval else c.train.eval_batches)
     writer.write(step, {f"eval/{k}": v for k, v in out.items()})
     return out
 

@@ -28,6 +28,7 @@ def _config(data_dir, family="hnet_1stage", steps=4):
   c.train.log_every = 1
   c.train.eval_every = steps
   c.train.eval_batches = 1
+  c.train.full_final_eval = False
   c.ckpt.every = 100
   c.ckpt.async_save = False
   return c
