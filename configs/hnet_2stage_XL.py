@@ -1,18 +1,13 @@
 """H-Net 2stage XL at the paper's size (algorithms.md §1.6). For accelerators: bf16, 8192-byte rows."""
-from configs import base
+from configs import base, hnet_2stage_L
 
 
 def get_config(arg=None):
-  c = base.get_config()
-  base.paper_scale(c)
+  c = hnet_2stage_L.get_config()
   c.model.layout = "['m4', ['T1m4', ['T27'], 'm4T1'], 'm4']"
   c.model.d_model = (1024, 1536, 2048)
   c.model.d_ff = (0, 4096, 5504)
-  c.model.num_heads = (16, 16, 16)
   c.model.rotary_dim = (32, 48, 64)
-  c.model.window = (1023, 1023, -1)
-  c.model.router = "cosine"
-  c.model.target_ratio = (3.0, 3.0)
   if arg:
     base.apply_variant(c, arg)
   return c

@@ -1,13 +1,9 @@
-"""Fixed-stride chunks every 4 bytes (MEGABYTE style), CPU-small."""
-from configs import base
+"""Fixed-stride chunks every 4 bytes (MEGABYTE style): the small H-Net with a stride router."""
+from configs import base, hnet_1stage
 
 
 def get_config(arg=None):
-  c = base.get_config()
-  c.model.layout = "['m1', ['T2'], 'm1']"
-  c.model.d_model = (128, 192)
-  c.model.d_ff = (0, 512)
-  c.model.num_heads = (4, 4)
+  c = hnet_1stage.get_config()
   c.model.router = "stride"
   c.model.target_ratio = (4.0,)  # stride K = round(N)
   if arg:
