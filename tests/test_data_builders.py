@@ -64,9 +64,21 @@ def test_text_builder_counts_reuses_and_notices_changes(tmp_path, monkeypatch):
     assert pipeline.prepare(c) == stats  # same files: reused
 
   write_jsonl(d / "a.jsonl", ["changed"])
+  with pytest.raises(FileNotFoundError, match="run pipeline.prepare"):  # never the stale copy
+    pipeline.make_train_iterator(c, global_batch_size=2, seed=0, process_index=0, process_count=1)
   stats2 = pipeline.prepare(c)
   assert stats2["config"] != stats["config"]
   assert sum(s["documents"] for s in stats2["splits"].values()) == 1 + 5
+
+
+def test_prepare_tolerates_a_concurrent_writer(builtin_dir, monkeypatch):
+  c = data_config(builtin_dir)
+  stats = pipeline.prepare(c)
+
+  def lose_the_race(self, *args, **kwargs):
+    raise OSError("Directory not empty: another process renamed its copy first")
+  monkeypatch.setattr(builders.HnetBuiltin, "download_and_prepare", lose_the_race)
+  assert pipeline.prepare(c) == stats
 
 
 def test_text_builder_without_documents(tmp_path):
@@ -104,7 +116,7 @@ def test_missing_path(tmp_path):
     ({"seq_len": 1}, ValueError, "data.seq_len=1 must be at least 2"),
     ({"invalid_utf8": "drop"}, ValueError, "data.invalid_utf8='drop'"),
     ({"dataset": "text"}, ValueError, "needs data.text_paths"),
-    ({"dataset": "lm1b"}, FileNotFoundError, "tfds build lm1b"),
+    ({"dataset": "lm1b"}, FileNotFoundError, r"tfds.builder\('lm1b', .*file_format='array_record'"),
 ])
 def test_config_errors(tmp_path, overrides, error, match):
   with pytest.raises(error, match=match):

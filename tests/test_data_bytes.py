@@ -75,3 +75,21 @@ def test_package_import_is_light():
           "print(sorted(m for m in ('grain', 'tensorflow_datasets', 'tensorflow') if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"
+
+
+def test_positions_match_a_loop():
+  rng = np.random.default_rng(0)
+  lengths = [rng.integers(1, 6, size=8) for _ in range(5)]
+  seg_BR = np.zeros((5, 24), rows.SEGMENT_DTYPE)
+  for b, ls in enumerate(lengths):
+    at = 0
+    for s, n in enumerate(ls, 1):
+      n = min(n, 20 - at)
+      seg_BR[b, at:at + n] = s
+      at += n
+  expected = np.zeros(seg_BR.shape, np.int32)
+  for b in range(5):
+    for i in range(1, 24):
+      if seg_BR[b, i] and seg_BR[b, i] == seg_BR[b, i - 1]:
+        expected[b, i] = expected[b, i - 1] + 1
+  np.testing.assert_array_equal(rows.positions(seg_BR), expected)

@@ -14,8 +14,6 @@ import functools
 import logging
 import math
 
-import numpy as np
-
 from hnet.data import bytes as doc_bytes
 from hnet.data import rows as rows_lib
 
@@ -31,8 +29,8 @@ READ_BUFFER = 8  # documents read ahead (grain polls each one per element: keep 
 def _check_config(data_cfg) -> None:
   if data_cfg.seq_len < 2:
     raise ValueError(f"data.seq_len={data_cfg.seq_len} must be at least 2")
-  if data_cfg.seq_len + 1 >= 2**16:
-    raise ValueError(f"data.seq_len={data_cfg.seq_len} must be below {2**16 - 1}")
+  if data_cfg.seq_len > rows_lib.MAX_SEQ_LEN:
+    raise ValueError(f"data.seq_len={data_cfg.seq_len} must be at most {rows_lib.MAX_SEQ_LEN}")
   doc_bytes.check_policy(data_cfg.invalid_utf8)
 
 
@@ -53,6 +51,8 @@ def _source(data_cfg, split: str):
   """(random-access source of one split, text key)."""
   from hnet.data import builders  # pylint: disable=import-outside-toplevel  (tfds is heavy)
   builder = builders.get_builder(data_cfg)
+  if data_cfg.dataset in ("builtin", "text") and not builder.is_prepared():
+    raise FileNotFoundError(_not_prepared_message(data_cfg, builder))
   key = _text_key(data_cfg, builder)
   known = builder.info.splits.keys() if builder.info.splits else ()
   if known and _split_name(split) not in known:
@@ -60,16 +60,22 @@ def _source(data_cfg, split: str):
                      "set data.train_split / data.eval_split")
   try:
     return builder.as_data_source(split=split), key
-  except (AssertionError, FileNotFoundError, NotImplementedError) as e:
+  except (AssertionError, FileNotFoundError, KeyError, NotImplementedError) as e:
     raise FileNotFoundError(_not_prepared_message(data_cfg, builder) + f" ({str(e).splitlines()[0]})") from None
 
 
 def _not_prepared_message(data_cfg, builder) -> str:
   if data_cfg.dataset in ("builtin", "text"):
-    return f"data for data.dataset={data_cfg.dataset!r} is not prepared under {builder.data_dir}: run pipeline.prepare"
+    return (f"data for data.dataset={data_cfg.dataset!r} is not prepared under {builder.data_dir} (or its input "
+            "files changed since): run pipeline.prepare")
   return (f"TFDS dataset {data_cfg.dataset!r} is not prepared in array_record format under {builder.data_dir}; "
-          f"prepare it once with: tfds build {data_cfg.dataset} --data_dir={builder.data_dir} "
-          "--file_format=array_record")
+          f"prepare it once with: {_prepare_command(data_cfg)}")
+
+
+def _prepare_command(data_cfg) -> str:
+  from hnet.data import builders  # pylint: disable=import-outside-toplevel
+  return (f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{data_cfg.dataset}', "
+          f"data_dir='{builders.data_dir(data_cfg)}', file_format='array_record').download_and_prepare()\"")
 
 
 def prepare(data_cfg) -> dict:
@@ -78,13 +84,19 @@ def prepare(data_cfg) -> dict:
   _check_config(data_cfg)
   builder = builders.get_builder(data_cfg)
   if data_cfg.dataset in ("builtin", "text"):
-    builder.download_and_prepare(file_format="array_record")
+    try:
+      builder.download_and_prepare(file_format="array_record")
+    except OSError:
+      # Several processes preparing one shared data dir: the first rename wins, the others reuse it.
+      builder = builders.get_builder(data_cfg)
+      if not builder.is_prepared():
+        raise
   elif not builder.is_prepared():
     raise FileNotFoundError(_not_prepared_message(data_cfg, builder))
   elif builder.info.file_format is not None and builder.info.file_format.value != "array_record":
     raise ValueError(f"TFDS dataset {data_cfg.dataset!r} under {builder.data_dir} is stored as "
-                     f"{builder.info.file_format.value}; random access needs array_record: "
-                     f"tfds build {data_cfg.dataset} --data_dir={builders.data_dir(data_cfg)} --file_format=array_record")
+                     f"{builder.info.file_format.value}; random access needs array_record: move that copy away "
+                     f"and run {_prepare_command(data_cfg)}")
   _text_key(data_cfg, builder)
   counted = (builder.info.metadata or {}).get("splits", {})
   splits = {}
@@ -144,20 +156,15 @@ def _rows(docs, data_cfg, text_key: str, *, seed: int, shuffle_bins: bool):
   return ds.map(rows_lib.block)
 
 
-def _prefetch_and_format(ds, data_cfg):
-  """Row batches -> model batches, prefetched by grain worker processes or a thread."""
+def _worker_prefetch(ds, data_cfg):
+  """Runs the pipeline so far in data.worker_count grain worker processes (none: as it is)."""
   import grain  # pylint: disable=import-outside-toplevel
-  if data_cfg.worker_count > 0:
-    from absl import flags  # pylint: disable=import-outside-toplevel
-    if not flags.FLAGS.is_parsed():  # grain workers read absl flags; outside an absl app use defaults
-      flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
-    # Workers ship uint8 tokens + uint16 segment ids (3 bytes/position, not 20); widen here.
-    return ds.map(rows_lib.to_batch)
-  ds = ds.map(rows_lib.to_batch)
-  if data_cfg.prefetch > 0:
-    ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=data_cfg.prefetch)
-  return ds
+  if data_cfg.worker_count <= 0:
+    return ds
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  if not flags.FLAGS.is_parsed():  # grain workers read absl flags; outside an absl app use defaults
+    flags.FLAGS.mark_as_parsed()
+  return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,11 +187,18 @@ def make_train_dataset(data_cfg, *, global_batch_size: int, seed: int, process_i
   docs = docs.shuffle(seed=seed % 2**32).repeat()
   ds = _rows(docs, data_cfg, text_key, seed=seed, shuffle_bins=True)
   window = _shuffle_window_rows(data_cfg, B)
+  ds = grain.experimental.RebatchIterDataset(ds, batch_size=window or B, drop_remainder=True)
   if window:
-    ds = grain.experimental.RebatchIterDataset(ds, batch_size=window)
     ds = ds.random_map(rows_lib.shuffle, seed=(seed + 1) % 2**32)
-  ds = grain.experimental.RebatchIterDataset(ds, batch_size=B, drop_remainder=True)
-  return _prefetch_and_format(ds, data_cfg)
+  # Workers hand over whole windows of uint8 tokens + uint16 segment ids: few, compact
+  # transfers (a batch at a time costs more in IPC than it takes to make with small rows).
+  ds = _worker_prefetch(ds, data_cfg)
+  if window:
+    ds = grain.experimental.RebatchIterDataset(ds, batch_size=B, drop_remainder=True)
+  ds = ds.map(rows_lib.to_batch)
+  if data_cfg.worker_count <= 0 and data_cfg.prefetch > 0:
+    ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=data_cfg.prefetch)
+  return ds
 
 
 def _shuffle_window_rows(data_cfg, batch_size: int) -> int:

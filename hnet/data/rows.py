@@ -8,7 +8,8 @@ The model sees inputs = row[:-1] and predicts targets = row[1:]; a target counts
 # pylint: disable=invalid-name
 import numpy as np
 
-SEGMENT_DTYPE = np.uint16  # a row of R tokens holds at most R // 2 pieces
+SEGMENT_DTYPE = np.uint16  # a row of R tokens holds at most R // 2 pieces (>= 2 tokens each)
+MAX_SEQ_LEN = 2 * np.iinfo(SEGMENT_DTYPE).max - 1
 
 
 def block(packed: dict) -> dict:
@@ -33,11 +34,15 @@ def shuffle(rows: dict, rng: np.random.Generator) -> dict:
 def positions(seg_BR: np.ndarray) -> np.ndarray:
   """Position within each piece: 0 where a piece starts, counting up; 0 on padding."""
   B, R = seg_BR.shape
-  idx_BR = np.broadcast_to(np.arange(R, dtype=np.int32), (B, R))
-  starts_BR = np.ones((B, R), bool)
-  starts_BR[:, 1:] = seg_BR[:, 1:] != seg_BR[:, :-1]
-  first_BR = np.maximum.accumulate(np.where(starts_BR, idx_BR, 0), axis=1)
-  return np.where(seg_BR > 0, idx_BR - first_BR, 0).astype(np.int32)
+  starts_BR = np.empty((B, R), bool)
+  starts_BR[:, 0] = True
+  np.not_equal(seg_BR[:, 1:], seg_BR[:, :-1], out=starts_BR[:, 1:])
+  # Every row starts a piece, so one running max over the flattened rows never crosses rows.
+  idx_N = np.arange(B * R, dtype=np.int32)
+  first_N = np.maximum.accumulate(np.where(starts_BR.ravel(), idx_N, 0))
+  pos_BR = (idx_N - first_N).reshape(B, R)
+  pos_BR[seg_BR == 0] = 0
+  return pos_BR
 
 
 def to_batch(rows: dict, batch_size: int | None = None) -> dict:
