@@ -129,3 +129,9 @@ def test_data_dir_default(monkeypatch):
   assert builders.data_dir(c) == "/tmp/somewhere"
   monkeypatch.delenv("HNET_DATA_DIR")
   assert builders.data_dir(c) == os.path.expanduser("~/.cache/hnet/tfds")
+
+
+def test_text_builder_logs_no_custom_config_warning(tmp_path, caplog):
+  (tmp_path / "a.txt").write_text("hi")
+  builders.get_builder(data_config(tmp_path, dataset="text", text_paths=str(tmp_path / "a.txt")))
+  assert not [r for r in caplog.records if "custom data configuration" in r.getMessage()]

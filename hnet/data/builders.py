@@ -32,20 +32,17 @@ def data_dir(data_cfg) -> str:
   return os.path.abspath(os.path.expanduser(path))
 
 
-def _text_features() -> tfds.features.FeaturesDict:
-  # Text stores bytes as given: invalid UTF-8 survives to the pipeline's policy.
-  return tfds.features.FeaturesDict({"text": tfds.features.Text(), "source": tfds.features.Text()})
-
-
 class _CountingBuilder(tfds.core.GeneratorBasedBuilder):
   """Records documents and text bytes per split in the dataset info (metadata.json)."""
 
   # No download checksums to find; tfds 4.9 would otherwise probe this package through
   # `importlib_resources`, a module it does not declare as a dependency.
   code_path = None
+  FEATURES = ("text", "source")  # all Text; Text stores bytes as given, so invalid UTF-8 survives
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=_text_features(),
+    features = tfds.features.FeaturesDict({k: tfds.features.Text() for k in self.FEATURES})
+    return tfds.core.DatasetInfo(builder=self, description=self.__doc__, features=features,
                                  metadata=tfds.core.MetadataDict())
 
   def _count(self, split: str, doc: bytes) -> None:
@@ -57,7 +54,9 @@ class _CountingBuilder(tfds.core.GeneratorBasedBuilder):
 class HnetBuiltin(_CountingBuilder):
   """The embedded multilingual corpus (prose, technical docs, code); see SOURCES.md."""
 
-  VERSION = tfds.core.Version("1.0.0")  # bump when the files under hnet/data/builtin change
+  VERSION = tfds.core.Version("1.1.0")  # bump when the files under hnet/data/builtin or the features change
+  RELEASE_NOTES = {"1.1.0": "adds the lang feature"}
+  FEATURES = ("text", "source", "lang")  # lang: ISO 639-1 code or 'code' (SOURCES.md)
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -70,7 +69,7 @@ class HnetBuiltin(_CountingBuilder):
         obj = json.loads(line)
         doc = obj["text"].encode("utf-8")
         self._count(split, doc)
-        yield i, {"text": doc, "source": obj["source"]}
+        yield i, {"text": doc, "source": obj["source"], "lang": obj["lang"]}
 
 
 @dataclasses.dataclass(eq=False)
@@ -120,6 +119,16 @@ class HnetText(_CountingBuilder):
         if ((file_index, doc_index) in held_out) == validation:
           self._count(split, doc)
           yield f"{file_index}:{doc_index}", {"text": doc, "source": path}
+
+
+class _QuietTextConfig(logging.Filter):
+  """Drops tfds's 'Using custom data configuration' warning for TextConfig: custom by design."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (isinstance(record.args, tuple) and record.args and isinstance(record.args[0], TextConfig))
+
+
+logging.getLogger("absl").addFilter(_QuietTextConfig())
 
 
 def text_config(data_cfg) -> TextConfig:
