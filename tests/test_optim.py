@@ -1,0 +1,62 @@
+"""Optimiser pieces: decay mask, per-stage lr multipliers, schedules; loss pieces: masked CE, PI controller."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from hnet.loss import ControllerState, cross_entropy, update_controller
+from hnet.optim import decay_mask, learning_rate_schedule, lr_multiplier_tree, path_names
+from tests.helpers import load_config, tiny_model
+
+
+def _flat(tree):
+  return {"/".join(path_names(p)): v for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_decay_mask_and_stage_multipliers():
+  params = nnx.state(tiny_model("hnet_2stage"), nnx.Param)
+  decay = _flat(decay_mask(params))
+  mult = _flat(lr_multiplier_tree(params, (3.0, 1.7, 0.9), 3))
+  assert decay["backbone/residual_proj/kernel"] and decay["backbone/inner/router/w_q"]
+  for name, d in decay.items():
+    if name.endswith(("A_log", "/D", "dt_bias", "embedding", "weight", "bias")) and "conv_weight" not in name:
+      assert not d, name
+  assert mult["embed/embedding"] == 3.0 and mult["lm_head/kernel"] == 3.0
+  assert mult["backbone/router/w_q"] == 3.0
+  assert mult["backbone/inner/encoder/norm/weight"] == 1.7
+  assert all(v == 0.9 for k, v in mult.items() if "inner/inner/main" in k)
+  with pytest.raises(ValueError, match="lr_multipliers has 2 entries"):
+    lr_multiplier_tree(params, (1.0, 2.0), 3)
+
+
+def test_wsd_and_cosine_schedules():
+  c = load_config("default", "").opt
+  c.lr, c.warmup_steps, c.decay_fraction, c.min_lr_ratio = 1.0, 10, 0.2, 0.0
+  wsd = learning_rate_schedule(c, 100)
+  assert float(wsd(5)) == pytest.approx(0.5) and float(wsd(50)) == pytest.approx(1.0)
+  assert float(wsd(79)) == pytest.approx(1.0) and float(wsd(90)) == pytest.approx(0.5) and float(wsd(100)) < 1e-6
+  c.schedule = "cosine"
+  cos = learning_rate_schedule(c, 100)
+  assert float(cos(10)) == pytest.approx(1.0) and float(cos(55)) == pytest.approx(0.5, abs=0.01)
+  c.schedule = "linear"
+  with pytest.raises(ValueError, match="opt.schedule"):
+    learning_rate_schedule(c, 100)
+
+
+def test_cross_entropy_is_masked_and_exact():
+  logits = jnp.log(jnp.asarray([[[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]]))
+  nll, count = cross_entropy(logits, jnp.asarray([[0, 1, 1]]), jnp.asarray([[1.0, 1.0, 0.0]]))
+  assert float(count) == 2 and float(nll) == pytest.approx(math.log(2) + math.log(10), rel=1e-6)
+
+
+def test_pi_controller_raises_the_weight_until_the_target_rate():
+  state = ControllerState.init()
+  for _ in range(5):
+    state = update_controller(state, jnp.float32(0.1), target=0.5, kp=0.5, ki=1e-2)
+  assert float(state.alpha) > 0
+  np.testing.assert_allclose(float(state.i), 5 * 1e-2 * 0.4, rtol=1e-6)
+  over = update_controller(ControllerState.init(), jnp.float32(0.9), target=0.5, kp=0.5, ki=1e-2)
+  assert float(over.alpha) == 0.0  # never negative
