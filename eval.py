@@ -1,0 +1,60 @@
+"""Evaluate a train.py checkpoint: `python eval.py [--workdir runs/default] [COMMAND]`.
+
+  python eval.py --workdir runs/default bpb                  # bits/byte on the validation split (default)
+  python eval.py --workdir runs/default noise                # noised-context robustness
+  python eval.py --workdir runs/default mc [--hellaswag]     # multiple-choice accuracy, clean and noised
+  python eval.py --workdir runs/default generate --prompt "The " --temperature 0.8
+  python eval.py --checkpoint runs/default/checkpoints/1000 boundaries --text "Hello, world"
+`--config.<key>=value` overrides a key of the config stored in the checkpoint (see docs/eval.md).
+"""
+import dataclasses
+import logging
+import os
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs/base.py"),
+                                "Only --config.<key>=value overrides are used, applied to the checkpoint's config.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", "runs/default", "train.py work dir; its latest checkpoint unless --step.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint path instead: <workdir>/checkpoints[/<step>].")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_string("out", None, "JSON path (boundaries: output dir); default <workdir>/eval/<command>_step<N>.json.")
+flags.DEFINE_string("text", None, "boundaries: the text to chunk.")
+flags.DEFINE_string("text_file", None, "bpb / noise / mc: a .txt or .jsonl file to evaluate; boundaries: the text.")
+flags.DEFINE_string("split", None, "bpb / noise / mc: split of data.dataset (default data.eval_split).")
+flags.DEFINE_bool("hellaswag", False, "mc: items from TFDS hellaswag prepared under the data dir.")
+flags.DEFINE_string("hellaswag_split", "validation", "mc --hellaswag: split.")
+flags.DEFINE_multi_string("prompt", [], "generate: a prompt (repeatable).")
+flags.DEFINE_string("prompt_file", None, "generate: prompts, one per line.")
+flags.DEFINE_integer("max_bytes", 256, "generate: new bytes per prompt at most (stops at EOS).")
+flags.DEFINE_float("temperature", 1.0, "generate: sampling temperature (0 = greedy).")
+flags.DEFINE_integer("top_k", 0, "generate: keep the k most likely bytes (0 = all).")
+flags.DEFINE_float("top_p", 1.0, "generate: nucleus sampling mass (1 = off).")
+flags.DEFINE_integer("seed", 0, "generate: sampling seed.")
+
+
+def main(argv):
+  if len(argv) > 2:
+    raise app.UsageError(f"one command at most, got {argv[1:]}")
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  hnet_log = logging.getLogger("hnet")
+  hnet_log.setLevel(logging.INFO)
+  hnet_log.addHandler(logging.StreamHandler())
+  hnet_log.propagate = False
+  from hnet import evaluation  # pylint: disable=import-outside-toplevel
+  opts = evaluation.Options(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(evaluation.Options)})
+  overrides = config_flags.get_override_values(FLAGS["config"])
+  try:
+    evaluation.main(argv[1] if len(argv) > 1 else "bpb", workdir=None if FLAGS.checkpoint else FLAGS.workdir,
+                    checkpoint=FLAGS.checkpoint, step=FLAGS.step, overrides=overrides, opts=opts)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"eval.py: error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

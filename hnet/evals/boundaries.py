@@ -1,0 +1,89 @@
+"""Per-stage chunk boundaries and boundary probabilities of a restored model for one text.
+
+`routing(model, tokens_BL, segment_ids_BL)` walks `model.backbone` stage by stage with
+the calls `Stage.__call__` makes (pad, encoder, router, capacity cut, downsample) and
+returns each outer stage's kept boundaries and router probabilities, in inference mode
+(hard deletion for the delete gate). The text (BOS first, as in training) is padded to a
+multiple of PAD_MULTIPLE bytes so similar lengths share a compile.
+"""
+# pylint: disable=invalid-name
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hnet import BOS_ID, chunking
+from hnet.evals import visualize
+from hnet.evals.loading import Loaded
+from hnet.model import HNetLM
+
+PAD_MULTIPLE = 64
+
+
+def routing(model: HNetLM, tokens_BL: jax.Array, segment_ids_BL: jax.Array) -> list[dict]:
+  """Per outer stage: kept boundaries (B, L_s), probabilities (B, L_s), valid chunks (B,)."""
+  stage, seg_BL = model.backbone, segment_ids_BL
+  x_BLD = model.embed(tokens_BL)
+  out = []
+  while not stage.is_innermost:
+    x_BLD = x_BLD.astype(jnp.float32)
+    if stage.pad_dimension is not None:
+      pad_BLE = jnp.broadcast_to(stage.pad_dimension[...], (*x_BLD.shape[:2], stage.pad_dimension.shape[0]))
+      x_BLD = jnp.concatenate([x_BLD, pad_BLE], axis=-1)
+    positions_BL = chunking.positions_in_document(seg_BL)
+    h_BLD = stage.encoder(x_BLD, seg_BL, positions_BL)
+    r = stage.router(h_BLD, tokens_BL=tokens_BL if stage.index == 0 else None, segment_ids_BL=seg_BL,
+                     positions_BL=positions_BL, train=False)
+    chunks = chunking.make_chunks(r.boundary_BL, seg_BL, stage.capacity_of(seg_BL.shape[1]))
+    out.append({"boundary_BL": chunks.boundary_BL, "prob_BL": r.prob_BL.astype(jnp.float32),
+                "chunks_B": jnp.sum(chunks.valid_BM, axis=1)})
+    x_BLD, seg_BL, stage = chunking.downsample(h_BLD, chunks), chunks.segment_ids_BM, stage.inner
+  return out
+
+
+@jax.jit(static_argnames=("graphdef",))
+def _routing(params, tokens_BL, segment_ids_BL, *, graphdef):
+  return routing(nnx.merge(graphdef, params), tokens_BL, segment_ids_BL)
+
+
+def extract(loaded: Loaded, text: bytes) -> tuple[bytes, list[np.ndarray], list[np.ndarray]]:
+  """(BOS + text, boundaries per stage, probabilities per stage), trimmed to each stage's elements."""
+  data = bytes([BOS_ID]) + text
+  L = -(-len(data) // PAD_MULTIPLE) * PAD_MULTIPLE
+  tokens_BL = np.zeros((1, L), np.int32)
+  tokens_BL[0, :len(data)] = np.frombuffer(data, np.uint8)
+  seg_BL = np.zeros((1, L), np.int32)
+  seg_BL[0, :len(data)] = 1
+  with jax.set_mesh(loaded.mesh):
+    stages = jax.device_get(_routing(loaded.params, jnp.asarray(tokens_BL), jnp.asarray(seg_BL),
+                                     graphdef=loaded.graphdef))
+  boundaries, probs, n = [], [], len(data)
+  for st in stages:
+    boundaries.append(np.asarray(st["boundary_BL"][0, :n], bool))
+    probs.append(np.asarray(st["prob_BL"][0, :n], np.float32))
+    n = int(st["chunks_B"][0])
+  return data, boundaries, probs
+
+
+def run(loaded: Loaded, text: bytes, out_dir: str) -> dict:
+  """Writes boundaries.html / .txt / boundary_probs.png to out_dir; returns stats, paths, terminal text."""
+  if not text:
+    raise ValueError("boundaries needs a non-empty --text or --text_file")
+  if loaded.model_cfg.num_stages < 2:
+    raise ValueError("boundaries needs a hierarchical model: this checkpoint has one stage (router 'none')")
+  data, boundaries, probs = extract(loaded, text)
+  title = f"{loaded.model_cfg.router} router, step {loaded.step}"
+  paths = visualize.write_report(out_dir, data, boundaries, probs, title=title)
+  stages = []
+  for s, b in enumerate(boundaries):
+    chunks = int(b.sum()) + (0 if b[0] else 1)  # element 0 always starts a chunk
+    stages.append({"stage": s, "elements": len(b), "chunks": chunks, "bytes_per_chunk": len(data) / chunks,
+                   "boundaries": [int(i) for i in np.flatnonzero(b)],
+                   "probs": [round(float(p), 4) for p in probs[s]]})
+  return {"step": loaded.step, "bytes": len(data), "stages": stages, "files": paths,
+          "terminal": visualize.to_terminal(data, boundaries)}
+
+
+def rows(result: dict) -> list[dict]:
+  return [{"stage": st["stage"], "elements": st["elements"], "chunks": st["chunks"],
+           "bytes/chunk": f"{st['bytes_per_chunk']:.2f}"} for st in result["stages"]]

@@ -1,0 +1,239 @@
+"""Load a checkpoint written by train.py onto whatever devices are present.
+
+`load(workdir)` (or `load(checkpoint=<workdir>/checkpoints/<step>)`) reads the config
+stored in the checkpoint (else `<workdir>/config.json`), applies `--config.*` overrides,
+builds the model abstractly and restores only its parameters (orbax partial restore: no
+optimizer state, no data iterator) into a mesh over the local devices (data axis = -1).
+Problems give one-line `FileNotFoundError` / `ValueError` messages.
+"""
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+from jax.sharding import NamedSharding
+
+from hnet import sharding
+from hnet.checkpoint import Checkpointer
+from hnet.config import ModelConfig, model_config_from_dict
+from hnet.model import HNetLM
+from hnet.optim import path_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Loaded:
+  """A restored model on a mesh, and where it came from."""
+  config: ml_collections.ConfigDict
+  model_cfg: ModelConfig
+  graphdef: Any
+  params: nnx.State
+  params_sharding: Any
+  mesh: jax.sharding.Mesh
+  step: int
+  workdir: str
+  checkpoint_dir: str
+
+  @property
+  def model(self) -> HNetLM:
+    return nnx.merge(self.graphdef, self.params)
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    return sharding.batch_sharding(self.mesh)
+
+  @property
+  def data_parallel(self) -> int:
+    return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+
+  def batch_size(self, rows: int) -> int:
+    """`rows` rounded up to a multiple of the data-parallel size."""
+    return -(-max(rows, 1) // self.data_parallel) * self.data_parallel
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the checkpoint is
+# ---------------------------------------------------------------------------------------------
+def resolve(workdir: str | None = None, checkpoint: str | None = None, step: int | None = None
+            ) -> tuple[str, str, int]:
+  """(workdir, checkpoints directory, step) for a workdir or a checkpoint path, checked to exist."""
+  if checkpoint:
+    path = os.path.abspath(os.path.expanduser(checkpoint.rstrip("/")))
+    if not os.path.isdir(path):
+      raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist")
+    name = os.path.basename(path)
+    if name.isdigit():  # <workdir>/checkpoints/<step>
+      if step is not None and step != int(name):
+        raise ValueError(f"--step={step} contradicts the checkpoint path {checkpoint!r}")
+      ckpt_dir, step = os.path.dirname(path), int(name)
+    else:  # <workdir>/checkpoints
+      ckpt_dir = path
+    workdir = os.path.dirname(ckpt_dir)
+  else:
+    if not workdir:
+      raise ValueError("give --workdir (a train.py work dir) or --checkpoint (<workdir>/checkpoints[/<step>])")
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if not os.path.isdir(workdir):
+      raise FileNotFoundError(f"workdir {workdir} does not exist")
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+  steps = _steps(ckpt_dir)
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint under {ckpt_dir} (train first: python train.py --workdir {workdir})")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise FileNotFoundError(f"no checkpoint for step {step} under {ckpt_dir} (steps: {steps})")
+  return workdir, ckpt_dir, step
+
+
+def _steps(ckpt_dir: str) -> list[int]:
+  """Steps with a finished checkpoint (orbax writes commit_success.txt / drops tmp dirs)."""
+  if not os.path.isdir(ckpt_dir):
+    return []
+  return sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit() and os.path.isdir(os.path.join(ckpt_dir, d)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+def _tuples(x):
+  """JSON lists back to the tuples the config declares."""
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def merge_config(stored: dict, overrides: dict | None = None,
+                 defaults: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """The stored config, with keys it lacks (added since) from `defaults`, then `overrides` ("a.b": v)."""
+  c = ml_collections.ConfigDict(_tuples(stored))
+  if defaults is not None:
+    have = _flatten(c.to_dict())
+    for key, value in _flatten(defaults.to_dict()).items():
+      if key not in have:
+        _set(c, key, value, create=True)
+  for key, value in (overrides or {}).items():
+    _set(c, key, value, create=False)
+  c.lock()
+  return c
+
+
+def _set(c: ml_collections.ConfigDict, key: str, value, *, create: bool) -> None:
+  *parents, leaf = key.split(".")
+  node = c
+  for p in parents:
+    if p not in node:
+      if not create:
+        raise ValueError(f"--config.{key}: the checkpoint's config has no section {p!r}")
+      node[p] = ml_collections.ConfigDict()
+    node = node[p]
+  if not create and leaf not in node:
+    raise ValueError(f"--config.{key}: the checkpoint's config has no such key")
+  if leaf in node and node[leaf] is not None and value is not None:
+    value = type(node[leaf])(value) if isinstance(node[leaf], (tuple, float)) else value
+  node[leaf] = value
+
+
+def _default_config() -> ml_collections.ConfigDict | None:
+  try:
+    from configs import base  # pylint: disable=import-outside-toplevel  (repo layout: run from the root)
+  except ImportError:
+    return None
+  return base.get_config()
+
+
+def read_config(ckpt: Checkpointer, workdir: str, step: int) -> dict:
+  """The config saved with the checkpoint, else `<workdir>/config.json`."""
+  try:
+    return ckpt.restore_config(step)
+  except Exception as e:  # pylint: disable=broad-except  (older checkpoints carry no config item)
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"checkpoint step {step} under {ckpt.directory} holds no config "
+                              f"({type(e).__name__}) and {path} does not exist") from None
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore
+# ---------------------------------------------------------------------------------------------
+def _shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {path_names(p): tuple(x.shape) for p, x in leaves}
+
+
+def check_compatible(ckpt_dir: str, step: int, abstract_params: nnx.State) -> None:
+  """Raises a one-line ValueError when the saved parameters differ from the model's."""
+  try:
+    meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(ckpt_dir) / str(step) / "state")
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"checkpoint step {step} under {ckpt_dir} has no readable train state "
+                     f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+  saved = getattr(meta, "tree", meta)
+  if not isinstance(saved, dict) or "params" not in saved:
+    raise ValueError(f"checkpoint step {step} under {ckpt_dir} holds no 'params' (not written by train.py?)")
+  have, want = _shapes(saved["params"]), _shapes(abstract_params)
+  where = f"checkpoint step {step} under {ckpt_dir} does not match the model built from its config"
+  for name in sorted(set(have) | set(want)):
+    if name not in have:
+      raise ValueError(f"{where}: parameter {'/'.join(name)} is missing from the checkpoint")
+    if name not in want:
+      raise ValueError(f"{where}: the model has no parameter {'/'.join(name)}")
+    if have[name] != want[name]:
+      raise ValueError(f"{where}: parameter {'/'.join(name)} has shape {have[name]} in the checkpoint "
+                       f"but {want[name]} in the model")
+
+
+def load(workdir: str | None = None, *, checkpoint: str | None = None, step: int | None = None,
+         overrides: dict | None = None, devices: Sequence[jax.Device] | None = None) -> Loaded:
+  """Restores the parameters of a train.py checkpoint onto a mesh over `devices` (default: all local)."""
+  workdir, ckpt_dir, step = resolve(workdir, checkpoint, step)
+  ckpt = Checkpointer(ckpt_dir, async_save=False)
+  try:
+    c = merge_config(read_config(ckpt, workdir, step), overrides, _default_config())
+    model_cfg = model_config_from_dict(c.model)
+    mesh = sharding.make_mesh(devices=devices if devices is not None else jax.local_devices())
+    abstract = nnx.eval_shape(lambda: HNetLM(model_cfg, rngs=nnx.Rngs(params=0)))
+    graphdef, abstract_params, _ = nnx.split(abstract, nnx.Param, ...)
+    check_compatible(ckpt_dir, step, abstract_params)
+    params_sharding = sharding.param_shardings(abstract_params, mesh)
+    params = _restore_params(ckpt, step, abstract_params, params_sharding)
+  finally:
+    ckpt.close()
+  log.info("restored step %d from %s onto %d device(s)", step, ckpt_dir, mesh.size)
+  return Loaded(c, model_cfg, graphdef, params, params_sharding, mesh, step, workdir, ckpt_dir)
+
+
+def _restore_params(ckpt: Checkpointer, step: int, abstract_params: nnx.State, params_sharding) -> nnx.State:
+  """Only `params` of the saved train state, placed with `params_sharding`."""
+  target = jax.tree.map(lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
+                        abstract_params, params_sharding, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  item = {"params": target}
+  args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                                partial_restore=True)
+  try:
+    restored = ckpt.manager.restore(step, args=ocp.args.Composite(state=args))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"cannot restore step {step} from {ckpt.directory}: {type(e).__name__}: "
+                     f"{str(e).splitlines()[0][:300]}") from None
+  return restored["state"]["params"]

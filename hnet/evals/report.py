@@ -1,0 +1,39 @@
+"""Results as a markdown table (printed) and JSON (written)."""
+import json
+import math
+import os
+from typing import Sequence
+
+
+def _cell(x) -> str:
+  s = str(x).replace("|", "\\|")
+  return s.replace("\r", "\\r").replace("\n", "\u23ce")  # one table row per record
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+  """Columns from the first row's keys, in order; newlines shown as ⏎ and pipes escaped."""
+  if not rows:
+    return ""
+  cols = list(rows[0])
+  lines = ["| " + " | ".join(_cell(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+  lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
+  return "\n".join(lines)
+
+
+def _finite(x):
+  """NaN / inf as null so the file is strict JSON."""
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  if isinstance(x, dict):
+    return {k: _finite(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_finite(v) for v in x]
+  return x
+
+
+def write_json(path: str, result: dict) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(_finite(result), f, indent=2, ensure_ascii=False)
+    f.write("\n")
+  return path

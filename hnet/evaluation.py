@@ -1,0 +1,115 @@
+"""eval.py's library side: load a checkpoint, run one evaluation, print a table, write JSON.
+
+Commands (hnet/evals/*): `bpb` (bits/byte, per-stage compression), `noise` (bits/byte of a
+clean continuation after a noised context), `mc` (multiple-choice accuracy, clean and
+noised), `generate` (batched sampling), `boundaries` (chunk visualisation).
+"""
+# pylint: disable=invalid-name
+import dataclasses
+import os
+from typing import Sequence
+
+from hnet.evals import boundaries, bpb, documents, loading, mc, report, robustness, sampling
+from hnet.evals.loading import Loaded
+
+COMMANDS = ("bpb", "noise", "mc", "generate", "boundaries")
+
+
+@dataclasses.dataclass
+class Options:
+  """Command inputs that are not config keys (eval.py flags)."""
+  text: str | None = None  # boundaries: the text
+  text_file: str | None = None  # bpb / noise / mc: documents to evaluate; boundaries: the text
+  split: str | None = None  # bpb / noise / mc: split of data.dataset (default data.eval_split)
+  hellaswag: bool = False  # mc: items from a prepared TFDS hellaswag
+  hellaswag_split: str = "validation"
+  prompt: Sequence[str] = ()  # generate: prompts (and/or prompt_file, one per line)
+  prompt_file: str | None = None
+  max_bytes: int = 256
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  seed: int = 0
+  out: str | None = None  # JSON path (boundaries: output directory)
+
+
+def _texts(loaded: Loaded, opts: Options) -> list[str]:
+  c = loaded.config
+  return documents.as_text(documents.load(c.data, text_file=opts.text_file, split=opts.split,
+                                          limit=c.eval.num_documents))
+
+
+def _source(loaded: Loaded, opts: Options) -> str:
+  if opts.text_file:
+    return opts.text_file
+  return f"{loaded.config.data.dataset}:{opts.split or loaded.config.data.eval_split}"
+
+
+def run(command: str, loaded: Loaded, opts: Options) -> tuple[dict, list[dict], str]:
+  """(result for JSON, table rows, extra text to print) for one command."""
+  if command == "bpb":
+    result = bpb.evaluate(loaded, text_file=opts.text_file, split=opts.split)
+    return result, bpb.rows(result), ""
+  if command == "noise":
+    result = robustness.evaluate(loaded, robustness.make_pairs(_texts(loaded, opts), loaded.config))
+    result["source"] = _source(loaded, opts)
+    return result, robustness.rows(result), ""
+  if command == "mc":
+    c = loaded.config
+    if opts.hellaswag:
+      items = mc.hellaswag_items(c.data, opts.hellaswag_split, c.eval.num_items)
+      source = f"hellaswag:{opts.hellaswag_split}"
+    else:
+      items, source = mc.document_items(_texts(loaded, opts), c), _source(loaded, opts)
+    result = mc.evaluate(loaded, items)
+    result["source"] = source
+    return result, mc.rows(result), ""
+  if command == "generate":
+    prompts = sampling.read_prompts(opts.prompt, opts.prompt_file)
+    result = sampling.run(loaded, prompts, max_bytes=opts.max_bytes, temperature=opts.temperature,
+                          top_k=opts.top_k, top_p=opts.top_p, seed=opts.seed)
+    text = "\n".join(f"--- sample {i} ---\n{s['prompt']}{s['output']}" for i, s in enumerate(result["samples"]))
+    return result, sampling.rows(result), text
+  if command == "boundaries":
+    text = _boundary_text(opts)
+    out_dir = opts.out or os.path.join(loaded.workdir, "eval", f"boundaries_step{loaded.step}")
+    result = boundaries.run(loaded, text, out_dir)
+    return result, boundaries.rows(result), result.pop("terminal")
+  raise ValueError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
+
+
+def _boundary_text(opts: Options) -> bytes:
+  if opts.text is not None:
+    return opts.text.encode("utf-8", "surrogateescape")
+  if opts.text_file:
+    if not os.path.isfile(opts.text_file):
+      raise FileNotFoundError(f"text file {opts.text_file!r} does not exist")
+    with open(opts.text_file, "rb") as f:
+      return f.read()
+  raise ValueError("boundaries needs --text or --text_file")
+
+
+def json_path(command: str, loaded: Loaded, opts: Options) -> str:
+  if command == "boundaries":
+    return os.path.join(opts.out or os.path.join(loaded.workdir, "eval", f"boundaries_step{loaded.step}"),
+                        "boundaries.json")
+  return opts.out or os.path.join(loaded.workdir, "eval", f"{command}_step{loaded.step}.json")
+
+
+def main(command: str, *, workdir: str | None = None, checkpoint: str | None = None, step: int | None = None,
+         overrides: dict | None = None, opts: Options | None = None, echo=print) -> dict:
+  """Loads, runs `command`, prints a markdown table (via `echo`) and writes the JSON; returns the result."""
+  if command not in COMMANDS:
+    raise ValueError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
+  opts = opts or Options()
+  loaded = loading.load(workdir, checkpoint=checkpoint, step=step, overrides=overrides)
+  result, rows, text = run(command, loaded, opts)
+  result = {"command": command, "checkpoint": os.path.join(loaded.checkpoint_dir, str(loaded.step)), **result}
+  path = report.write_json(json_path(command, loaded, opts), result)
+  echo(f"{command}: step {loaded.step} of {loaded.checkpoint_dir}" + (
+      f" on {result['source']}" if "source" in result else ""))
+  if text:
+    echo(text)
+  echo(report.markdown_table(rows))
+  echo(f"wrote {path}")
+  return result
