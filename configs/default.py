@@ -21,13 +21,14 @@ def get_config(arg=None):
   c.model.remat = "none"  # CPU memory is plentiful; recomputation would cost a third more time
   c.data.seq_len = 256
   c.train.batch_size = 8  # small models here learn more per byte from more, smaller steps
-  c.train.num_steps = 3000
+  c.train.num_steps = 3500
   c.train.log_every = 50
   c.train.eval_every = 1000
   c.train.eval_batches = 32
   c.ckpt.every = 1000
   c.opt.lr = 3e-3
   c.opt.warmup_steps = 100
+  c.opt.decay_fraction = 0.4  # a long cool-down pays off in a run this short
   if arg:
     base.apply_variant(c, arg)
   return c
