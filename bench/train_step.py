@@ -12,7 +12,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
@@ -22,7 +21,6 @@ from ml_collections import config_flags
 from hnet import sharding, trainer
 from hnet.config import model_config_from_dict
 from hnet.flops import flops_per_byte
-from hnet.loss import ControllerState
 from hnet.metrics import device_peak_flops
 from hnet.model import count_params
 from hnet.optim import make_optimizer
@@ -54,12 +52,9 @@ def run(c, steps: int, warmup: int) -> dict:
   graphdef, params, _ = trainer.make_model(model_cfg, mesh, c.seed)
   tx, schedule = make_optimizer(c.opt, params, num_steps=max(c.train.num_steps, steps + warmup + 1),
                                 num_stages=model_cfg.num_stages)
+  state, state_sharding = trainer.init_train_state(params, tx, mesh)
+  replicated = NamedSharding(mesh, P())
   with jax.set_mesh(mesh):
-    state = trainer.TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init)(params), ControllerState.init())
-    replicated = NamedSharding(mesh, P())
-    state_sharding = jax.tree.map(
-        lambda x: x.sharding if isinstance(getattr(x, "sharding", None), NamedSharding) else replicated, state)
-    state = jax.device_put(state, state_sharding)
     step_fn = jax.jit(trainer.make_train_step(graphdef, model_cfg, c, tx, schedule),
                       in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, replicated),
                       donate_argnums=0)

@@ -130,6 +130,16 @@ def make_model(model_cfg: ModelConfig, mesh, seed: int):
   return graphdef, params, params_sharding
 
 
+def init_train_state(params, tx, mesh) -> tuple[TrainState, Any]:
+  """Step 0 state on the mesh and its sharding (optimizer state follows the params; scalars replicated)."""
+  with jax.set_mesh(mesh):
+    state = TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init)(params), ControllerState.init())
+    replicated = NamedSharding(mesh, P())
+    state_sharding = jax.tree.map(
+        lambda x: x.sharding if isinstance(getattr(x, "sharding", None), NamedSharding) else replicated, state)
+    return jax.device_put(state, state_sharding), state_sharding
+
+
 def abstract_with_shardings(tree, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
@@ -280,13 +290,8 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
            jax.device_count(), device_kind)
 
   # --- shard ---------------------------------------------------------------------------------
-  with jax.set_mesh(mesh):
-    opt_state = jax.jit(tx.init)(params)
-    state = TrainState(jnp.zeros((), jnp.int32), params, opt_state, ControllerState.init())
-    replicated = NamedSharding(mesh, P())
-    state_sharding = jax.tree.map(
-        lambda x: x.sharding if isinstance(getattr(x, "sharding", None), NamedSharding) else replicated, state)
-    state = jax.device_put(state, state_sharding)
+  state, state_sharding = init_train_state(params, tx, mesh)
+  replicated = NamedSharding(mesh, P())
 
   # --- update step ---------------------------------------------------------------------------
   train_step = jax.jit(make_train_step(graphdef, model_cfg, c, tx, schedule),
