@@ -47,12 +47,12 @@ class TrainState:
 # Steps
 # ---------------------------------------------------------------------------------------------
 def loss_and_stats(params, graphdef, batch, weights, *, train: bool):
-  """Returns (objective, (nll_sum, count, router_losses, metrics)) for one (micro-)batch."""
+  """Returns (weighted router loss, (nll_sum, count, router_losses, metrics)) for one (micro-)batch."""
   model = nnx.merge(graphdef, params)
   logits, aux = model(batch["inputs"], batch["segment_ids"], train=train)
   nll_sum, count = cross_entropy(logits, batch["targets"], batch["loss_mask"])
   router = sum((w * l for w, l in zip(weights, aux["router_losses"])), jnp.float32(0.0))
-  return nll_sum, router, (nll_sum, count, aux["router_losses"], aux["metrics"])
+  return router, (nll_sum, count, aux["router_losses"], aux["metrics"])
 
 
 def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
@@ -64,8 +64,8 @@ def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
     total_count = jnp.maximum(jnp.sum(batch["loss_mask"]), 1.0)
 
     def objective(params, micro):
-      nll_sum, router, stats = loss_and_stats(params, graphdef, micro, weights, train=True)
-      return nll_sum / total_count + router / accum, stats
+      router, stats = loss_and_stats(params, graphdef, micro, weights, train=True)
+      return stats[0] / total_count + router / accum, stats
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
     micro_BL = jax.tree.map(lambda x: x.reshape(accum, x.shape[0] // accum, *x.shape[1:]), batch)
@@ -104,7 +104,7 @@ def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
 
 def make_eval_step(graphdef):
   def eval_step(params, batch: dict) -> dict:
-    _, _, (nll_sum, count, _, metrics) = loss_and_stats(params, graphdef, batch, (), train=False)
+    _, (nll_sum, count, _, metrics) = loss_and_stats(params, graphdef, batch, (), train=False)
     return {"nll_sum": nll_sum, "count": count, **metrics}
 
   return eval_step
