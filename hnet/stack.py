@@ -13,7 +13,7 @@ from flax import nnx
 
 from hnet import sharding
 from hnet.config import LayerGroup, ModelConfig, StageConfig
-from hnet.layers.attention import Attention, attention_mask
+from hnet.layers.attention import Attention, BlockMask, attention_mask
 from hnet.layers.mamba2 import Mamba2
 from hnet.layers.mlp import SwiGLU
 from hnet.layers.norm import RMSNorm
@@ -29,7 +29,7 @@ class Context(NamedTuple):
   """Per-sequence inputs every block of a stack sees."""
   segment_ids_BL: jax.Array  # document id per position, 0 = padding
   positions_BL: jax.Array  # position within the document (RoPE)
-  mask_B1LL: jax.Array | None  # attention mask, None when the stack has no attention
+  mask: jax.Array | BlockMask | None  # attention mask, None when the stack has no attention
   key_bias_BL: jax.Array | None = None  # additive attention bias per key (MrT5 soft deletion)
 
 
@@ -63,7 +63,7 @@ class Block(nnx.Module):
     if self.is_mamba:
       h_BLD = self.mixer(h_BLD, ctx.segment_ids_BL)
     else:
-      h_BLD = self.mixer(h_BLD, ctx.positions_BL, ctx.mask_B1LL, ctx.key_bias_BL)
+      h_BLD = self.mixer(h_BLD, ctx.positions_BL, ctx.mask, ctx.key_bias_BL)
     x_BLD = x_BLD + h_BLD.astype(jnp.float32)  # residual stream stays float32
     if self.mlp is not None:
       x_BLD = x_BLD + self.mlp(self.norm2(x_BLD)).astype(jnp.float32)

@@ -9,7 +9,7 @@ from flax import nnx
 from hnet.config import model_config_from_dict
 from hnet.model import HNetLM
 
-FAMILIES = ("flat", "hnet_1stage", "hnet_2stage", "mrt5", "word", "stride")
+FAMILIES = ("flat", "hnet_1stage", "hnet_2stage", "mrt5", "word", "stride", "default")  # default: local attention
 
 
 def load_config(name: str, variant: str = "tiny"):

@@ -23,7 +23,7 @@ def _rows(batch: int, length: int, seed: int):
 def test_cached_steps_equal_full_forward(family):
   overrides = {"capacity_slack": 1.0} if family != "flat" else {}
   model = tiny_model(family, **overrides)
-  tokens = _rows(3, 48, seed=0)
+  tokens = _rows(3, 72, seed=0)  # long enough for the blocked local attention of `default`
   graphdef, state = nnx.split(model)
   full = jax.jit(lambda st, t: nnx.merge(graphdef, st)(t)[0])(state, tokens)
   stepped = jax.jit(lambda st, t: step_logits(nnx.merge(graphdef, st), t))(state, tokens)

@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hnet.layers.attention import Attention, attention_mask
+import pytest
+
+from hnet.layers.attention import Attention, BlockMask, attention_mask, window_block_size
 from hnet.layers.rope import apply_rope
 
 
@@ -28,6 +30,43 @@ def test_attention_mask_window_and_documents():
   assert m[2, 1] and m[2, 2] and not m[2, 0]  # window of one key back
   assert not m[3, 2] and m[4, 3]  # documents
   assert m[5, 5] and not m[5, 4]  # padding only sees padding
+
+
+@pytest.mark.parametrize("window,length", [(15, 64), (15, 77), (5, 40), (0, 33)])
+def test_blocked_sliding_window_equals_full_mask(window, length):
+  """The blocked form (O(L·S)) gives the masked full form's outputs and gradients."""
+  assert window_block_size(window, length) > 0
+  with nnx.use_eager_sharding(False):
+    attn = Attention(16, 2, rotary_dim=4, init_std=0.3, out_init_std=0.3, rngs=nnx.Rngs(params=0))
+  x = jax.random.normal(jax.random.key(1), (2, length, 16))
+  seg = np.ones((2, length), np.int32)
+  seg[0, length // 3:] = 2  # two packed documents, then padding
+  seg[0, length - 5:] = 0
+  seg[1, 17:] = 3
+  seg = jnp.asarray(seg)
+  pos = jnp.broadcast_to(jnp.arange(length), (2, length))
+  bias = jax.random.uniform(jax.random.key(2), (2, length), minval=-3.0, maxval=0.0)
+  blocked = attention_mask(seg, window)
+  assert isinstance(blocked, BlockMask)
+  L = jnp.arange(length)
+  near_LL = (L[None, :] <= L[:, None]) & (L[:, None] - L[None, :] <= window)
+  full = ((seg[:, :, None] == seg[:, None, :]) & near_LL[None])[:, None]
+
+  def loss(x, mask):
+    y = attn(x, pos, mask, bias)
+    return jnp.sum(jnp.sin(y)), y
+
+  (_, y_blocked), g_blocked = jax.value_and_grad(loss, has_aux=True)(x, blocked)
+  (_, y_full), g_full = jax.value_and_grad(loss, has_aux=True)(x, full)
+  np.testing.assert_allclose(y_blocked, y_full, atol=1e-5)
+  np.testing.assert_allclose(g_blocked, g_full, atol=1e-5)
+
+
+def test_window_block_size_uses_full_form_when_cheaper():
+  assert window_block_size(-1, 4096) == 0  # global attention
+  assert window_block_size(15, 256) == 16 and window_block_size(16, 256) == 24
+  assert window_block_size(15, 48) == 0  # 2S keys per query would be most of L
+  assert not isinstance(attention_mask(jnp.ones((1, 48), jnp.int32), 15), BlockMask)
 
 
 def test_attention_is_causal_and_bias_deletes_keys():

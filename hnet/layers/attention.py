@@ -1,5 +1,13 @@
-"""Causal multi-head attention through `jax.nn.dot_product_attention`, with RoPE and document masks."""
+"""Causal multi-head attention through `jax.nn.dot_product_attention`, with RoPE and document masks.
+
+A short sliding window (the encoder/decoder's local attention) is computed on blocks: S
+queries against the 2S keys of their own block and the one before, which hold every key a
+query may see when window < S. That costs O(L·S) instead of the O(L²) of a masked full
+score matrix, the difference between a cheap and the dominant layer at L in the thousands.
+"""
 # pylint: disable=invalid-name
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -7,12 +15,29 @@ from flax import nnx
 from hnet.layers.rope import apply_rope
 
 
-def attention_mask(segment_ids_BL: jax.Array, window: int = -1) -> jax.Array:
-  """Boolean (B, 1, L, L) mask: causal, same document, and within `window` keys back (-1 = all).
+class BlockMask(NamedTuple):
+  """Sliding-window mask in block form: (B * nb, 1, S, 2S) for nb = ceil(L / S) blocks of S queries."""
+  mask_N1ST: jax.Array
 
-  Padding (segment 0) attends to padding, so no query row is fully masked.
+
+def window_block_size(window: int, length: int) -> int:
+  """Query block S for blocked sliding-window attention, or 0 where the full (L, L) form is as cheap."""
+  if window < 0:
+    return 0
+  block = -(-(window + 1) // 8) * 8  # S > window: a query's keys lie in its block and the previous one
+  return block if 4 * block <= length else 0
+
+
+def attention_mask(segment_ids_BL: jax.Array, window: int = -1) -> jax.Array | BlockMask:
+  """Causal, same-document mask, within `window` keys back (-1 = all).
+
+  A (B, 1, L, L) boolean array, or a `BlockMask` where the window is short enough for the
+  blocked form. Padding (segment 0) attends to padding, so no query row is fully masked.
   """
   L = segment_ids_BL.shape[1]
+  block = window_block_size(window, L)
+  if block:
+    return _block_mask(segment_ids_BL, window, block)
   q_L1 = jnp.arange(L)[:, None]
   k_1L = jnp.arange(L)[None, :]
   allowed_LL = k_1L <= q_L1
@@ -20,6 +45,32 @@ def attention_mask(segment_ids_BL: jax.Array, window: int = -1) -> jax.Array:
     allowed_LL &= q_L1 - k_1L <= window
   same_doc_BLL = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
   return (same_doc_BLL & allowed_LL[None])[:, None]
+
+
+def _to_blocks(x_BL: jax.Array, block: int, fill=0) -> jax.Array:
+  """(B, L, ...) -> (B, nb, S, ...), the tail padded with `fill`."""
+  B, L = x_BL.shape[:2]
+  nb = -(-L // block)
+  x_BL = jnp.pad(x_BL, [(0, 0), (0, nb * block - L)] + [(0, 0)] * (x_BL.ndim - 2), constant_values=fill)
+  return x_BL.reshape(B, nb, block, *x_BL.shape[2:])
+
+
+def _with_previous(x_BNS: jax.Array, fill=0) -> jax.Array:
+  """(B, nb, S, ...) -> (B, nb, 2S, ...): each block preceded by the block before it (`fill` for the first)."""
+  prev_BNS = jnp.pad(x_BNS[:, :-1], [(0, 0), (1, 0)] + [(0, 0)] * (x_BNS.ndim - 2), constant_values=fill)
+  return jnp.concatenate([prev_BNS, x_BNS], axis=2)
+
+
+def _block_mask(segment_ids_BL: jax.Array, window: int, block: int) -> BlockMask:
+  B, L = segment_ids_BL.shape
+  nb = -(-L // block)
+  q_NS1 = (jnp.arange(nb)[:, None] * block + jnp.arange(block)[None, :])[:, :, None]
+  k_N1T = ((jnp.arange(nb)[:, None] - 1) * block + jnp.arange(2 * block)[None, :])[:, None, :]
+  allowed_NST = (k_N1T <= q_NS1) & (q_NS1 - k_N1T <= window) & (k_N1T >= 0)
+  seg_q_BNS = _to_blocks(segment_ids_BL, block)
+  seg_k_BNT = _with_previous(seg_q_BNS, fill=-1)
+  mask_BNST = (seg_q_BNS[..., :, None] == seg_k_BNT[..., None, :]) & allowed_NST[None]
+  return BlockMask(mask_BNST.reshape(B * nb, 1, block, 2 * block))
 
 
 class Attention(nnx.Module):
@@ -49,12 +100,28 @@ class Attention(nnx.Module):
     k_BLHK = apply_rope(k_BLHK, positions_BL, self.rotary_dim)
     return q_BLHK, k_BLHK, v_BLHK
 
-  def __call__(self, x_BLD: jax.Array, positions_BL: jax.Array, mask_B1LL: jax.Array,
+  def __call__(self, x_BLD: jax.Array, positions_BL: jax.Array, mask: jax.Array | BlockMask,
                key_bias_BL: jax.Array | None = None) -> jax.Array:
-    """`key_bias_BL` is added to every query's score for that key (MrT5 soft deletion)."""
+    """`mask` from `attention_mask`; `key_bias_BL` is added to every query's score for that key (MrT5)."""
     B, L, D = x_BLD.shape
     q_BLHK, k_BLHK, v_BLHK = self.qkv(x_BLD, positions_BL)
-    bias = None if key_bias_BL is None else key_bias_BL[:, None, None, :].astype(self.dtype)
-    out_BLHK = jax.nn.dot_product_attention(
-        q_BLHK, k_BLHK, v_BLHK, bias=bias, mask=mask_B1LL, implementation=self.implementation)
+    if isinstance(mask, BlockMask):
+      out_BLHK = self._blocked(q_BLHK, k_BLHK, v_BLHK, mask.mask_N1ST, key_bias_BL)
+    else:
+      bias = None if key_bias_BL is None else key_bias_BL[:, None, None, :].astype(self.dtype)
+      out_BLHK = jax.nn.dot_product_attention(
+          q_BLHK, k_BLHK, v_BLHK, bias=bias, mask=mask, implementation=self.implementation)
     return self.out_proj(out_BLHK.reshape(B, L, D))
+
+  def _blocked(self, q_BLHK, k_BLHK, v_BLHK, mask_N1ST, key_bias_BL):
+    """Each block of S queries attends to the 2S keys of its block and the previous one."""
+    B, L, H, K = q_BLHK.shape
+    S = mask_N1ST.shape[2]
+    q_NSHK = _to_blocks(q_BLHK, S).reshape(-1, S, H, K)
+    k_NTHK, v_NTHK = (_with_previous(_to_blocks(x, S)).reshape(-1, 2 * S, H, K) for x in (k_BLHK, v_BLHK))
+    bias = None
+    if key_bias_BL is not None:
+      bias = _with_previous(_to_blocks(key_bias_BL, S)).reshape(-1, 1, 1, 2 * S).astype(self.dtype)
+    out_NSHK = jax.nn.dot_product_attention(
+        q_NSHK, k_NTHK, v_NTHK, bias=bias, mask=mask_N1ST, implementation=self.implementation)
+    return out_NSHK.reshape(B, -1, H, K)[:, :L]
