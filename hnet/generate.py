@@ -63,11 +63,12 @@ def _select(active_B: jax.Array, new, old):
 # ---------------------------------------------------------------------------------------------
 # Layers and stacks
 # ---------------------------------------------------------------------------------------------
-def _block_cache(block: Block, batch: int, max_len: int, dtype) -> Any:
+def _block_cache(block: Block, batch: int, max_len: int, dtype, window: int) -> Any:
   if block.is_mamba:
     return block.mixer.init_cache(batch)
   attn = block.mixer
-  shape = (batch, max_len, attn.num_heads, attn.head_dim)
+  slots = max_len if window < 0 else min(max_len, window + 1)  # a sliding window keeps a ring of w + 1 keys
+  shape = (batch, slots, attn.num_heads, attn.head_dim)
   return AttentionCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch,), jnp.int32))
 
 
@@ -75,12 +76,16 @@ def _attention_step(attn, x_BD, position_B, cache: AttentionCache, window: int):
   B = x_BD.shape[0]
   q_B1HK, k_B1HK, v_B1HK = attn.qkv(x_BD[:, None], position_B[:, None])
   rows = jnp.arange(B)
-  k_BSHK = cache.k_BSHK.at[rows, cache.length_B].set(k_B1HK[:, 0].astype(cache.k_BSHK.dtype), mode="drop")
-  v_BSHK = cache.v_BSHK.at[rows, cache.length_B].set(v_B1HK[:, 0].astype(cache.v_BSHK.dtype), mode="drop")
-  S = k_BSHK.shape[1]
+  S = cache.k_BSHK.shape[1]
+  # Ring buffer: slot i % S holds key i; the S = w + 1 newest keys are exactly the window.
+  # Softmax attention does not care about key order (RoPE was applied before caching).
+  ring = 0 <= window == S - 1
+  slot_B = cache.length_B % S if ring else cache.length_B
+  k_BSHK = cache.k_BSHK.at[rows, slot_B].set(k_B1HK[:, 0].astype(cache.k_BSHK.dtype), mode="drop")
+  v_BSHK = cache.v_BSHK.at[rows, slot_B].set(v_B1HK[:, 0].astype(cache.v_BSHK.dtype), mode="drop")
   key_S = jnp.arange(S)[None, :]
   allowed_BS = key_S <= cache.length_B[:, None]
-  if window >= 0:
+  if window >= 0 and not ring:
     allowed_BS &= cache.length_B[:, None] - key_S <= window
   out_B1HK = jax.nn.dot_product_attention(q_B1HK, k_BSHK.astype(q_B1HK.dtype), v_BSHK.astype(q_B1HK.dtype),
                                           mask=allowed_BS[:, None, None, :])
@@ -104,7 +109,7 @@ def init_stack_cache(stack: Stack, batch: int, max_len: int, dtype) -> list:
   caches = []
   for group in stack.groups:
     count = jax.tree.leaves(nnx.state(group.blocks, nnx.Param))[0].shape[0]
-    one = _block_cache(group.blocks, batch, max_len, dtype)
+    one = _block_cache(group.blocks, batch, max_len, dtype, stack.window)
     caches.append(jax.tree.map(lambda x, n=count: jnp.broadcast_to(x, (n, *x.shape)), one))
   return caches
 

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from hnet import BOS_ID
-from hnet.generate import generate, sample_logits, step_logits
+from hnet.generate import AttentionCache, Decoder, generate, sample_logits, step_logits
 from tests.helpers import FAMILIES, forward, tiny_model
 
 
@@ -28,6 +28,15 @@ def test_cached_steps_equal_full_forward(family):
   full = jax.jit(lambda st, t: nnx.merge(graphdef, st)(t)[0])(state, tokens)
   stepped = jax.jit(lambda st, t: step_logits(nnx.merge(graphdef, st), t))(state, tokens)
   np.testing.assert_allclose(np.asarray(stepped), np.asarray(full), atol=1e-4, rtol=1e-4)
+
+
+def test_local_attention_cache_holds_only_the_window():
+  """`default` has a 15-key window: its byte-level KV caches are rings of 16 slots, whatever max_len."""
+  state = Decoder(tiny_model("default"), max_len=1024).init(2)
+  caches = [c for c in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, AttentionCache))
+            if isinstance(c, AttentionCache)]
+  slots = sorted({c.k_BSHK.shape[2] for c in caches})  # (layers, B, S, H, K)
+  assert slots[0] == 16 and slots[-1] < 1024  # byte-level ring; inner stage cache sized by its capacity
 
 
 def test_generate_is_seeded_and_batched():
