@@ -124,7 +124,9 @@ def stack_step(stack: Stack, x_BD, position_B, caches: list, active_B):
       y, c_new = _block_step(block, x, position_B, c, stack.window)
       return y, _select(active_B, c_new, c)
 
-    x_BD, cache = jax.lax.scan(body, x_BD, (group.blocks, cache))
+    # Unrolled: a one-position step is tiny, so a loop's per-iteration overhead would dominate it.
+    count = jax.tree.leaves(cache)[0].shape[0]
+    x_BD, cache = jax.lax.scan(body, x_BD, (group.blocks, cache), unroll=min(count, 8))
     new_caches.append(cache)
   return stack.norm(x_BD), new_caches
 
