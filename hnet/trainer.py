@@ -256,7 +256,6 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       json.dump(config_json, f, indent=2)
-  writer = MetricWriter(workdir, enabled=is_main)
   model_cfg = model_config_from_dict(c.model)
 
   # --- mesh ----------------------------------------------------------------------------------
@@ -301,6 +300,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
                       out_shardings=replicated)
 
   # --- restore -------------------------------------------------------------------------------
+  writer = MetricWriter(workdir, enabled=is_main)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=c.ckpt.keep, async_save=c.ckpt.async_save)
   restored = ckpt.restore(abstract_with_shardings(state, state_sharding), train_iter)
   if restored is not None:
@@ -351,42 +351,44 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
 
   stop_reason = None
   step = start_step
-  with _StopSignal() as stop, jax.set_mesh(mesh):
-    while step < c.train.num_steps:
-      batch = to_global(next(train_iter), batch_sharding)
-      state, metrics = train_step(state, batch)
-      step += 1
-      pending.append((step, metrics))
-      if step == start_step + 1:  # the first step compiles: keep it out of the throughput windows
-        jax.block_until_ready(metrics)
-        last_log_time, last_log_step = time.time(), step
-      if step % c.train.log_every == 0 or step == c.train.num_steps:
-        final = flush(step) or final
+  try:
+    with _StopSignal() as stop, jax.set_mesh(mesh):
+      while step < c.train.num_steps:
+        batch = to_global(next(train_iter), batch_sharding)
+        state, metrics = train_step(state, batch)
+        step += 1
+        pending.append((step, metrics))
+        if step == start_step + 1:  # the first step compiles: keep it out of the throughput windows
+          jax.block_until_ready(metrics)
+          last_log_time, last_log_step = time.time(), step
+        if step % c.train.log_every == 0 or step == c.train.num_steps:
+          final = flush(step) or final
+          if bar is not None:
+            bar.set_postfix(loss=f"{final['loss']:.3f}", bpb=f"{final['bits_per_byte']:.3f}",
+                            bytes_s=f"{final['bytes_per_second']:,.0f}", refresh=False)
         if bar is not None:
-          bar.set_postfix(loss=f"{final['loss']:.3f}", bpb=f"{final['bits_per_byte']:.3f}",
-                          bytes_s=f"{final['bytes_per_second']:,.0f}", refresh=False)
-      if bar is not None:
-        bar.update(1)
-      if step % c.train.eval_every == 0 or step == c.train.num_steps:
-        eval_out = run_eval(step)
-        if bar is not None:
-          bar.write(f"step {step}: validation bits/byte {eval_out['bits_per_byte']:.4f}")
-      if stop.received:
-        stop_reason = stop.received
-      elif c.train.max_minutes > 0 and time.time() - start_time > 60 * c.train.max_minutes:
-        stop_reason = f"train.max_minutes={c.train.max_minutes}"
-      elif stop_after is not None and step - start_step >= stop_after and step < c.train.num_steps:
-        stop_reason = f"stop_after={stop_after}"
-      if step % c.ckpt.every == 0 or step == c.train.num_steps or stop_reason:
-        flush(step)  # never checkpoint past a non-finite loss
-        ckpt.save(step, state, train_iter, config_json)
-      if stop_reason:
-        log.warning("stopping at step %d (%s): checkpoint saved", step, stop_reason)
-        break
-  if bar is not None:
-    bar.close()
-  ckpt.close()
-  writer.close()
+          bar.update(1)
+        if step % c.train.eval_every == 0 or step == c.train.num_steps:
+          eval_out = run_eval(step)
+          if bar is not None:
+            bar.write(f"step {step}: validation bits/byte {eval_out['bits_per_byte']:.4f}")
+        if stop.received:
+          stop_reason = stop.received
+        elif c.train.max_minutes > 0 and time.time() - start_time > 60 * c.train.max_minutes:
+          stop_reason = f"train.max_minutes={c.train.max_minutes}"
+        elif stop_after is not None and step - start_step >= stop_after and step < c.train.num_steps:
+          stop_reason = f"stop_after={stop_after}"
+        if step % c.ckpt.every == 0 or step == c.train.num_steps or stop_reason:
+          flush(step)  # never checkpoint past a non-finite loss
+          ckpt.save(step, state, train_iter, config_json)
+        if stop_reason:
+          log.warning("stopping at step %d (%s): checkpoint saved", step, stop_reason)
+          break
+  finally:  # also on a non-finite loss: flush the writers, finish pending async saves
+    if bar is not None:
+      bar.close()
+    ckpt.close()
+    writer.close()
   return {"step": step, "train": final, "eval": eval_out, "num_params": num_params,
           "flops_per_byte": fpb, "stopped": stop_reason}
 
