@@ -62,13 +62,12 @@ def _with_previous(x_BNS: jax.Array, fill=0) -> jax.Array:
 
 
 def _block_mask(segment_ids_BL: jax.Array, window: int, block: int) -> BlockMask:
-  B, L = segment_ids_BL.shape
-  nb = -(-L // block)
+  seg_q_BNS = _to_blocks(segment_ids_BL, block)
+  seg_k_BNT = _with_previous(seg_q_BNS, fill=-1)
+  B, nb = seg_q_BNS.shape[:2]
   q_NS1 = (jnp.arange(nb)[:, None] * block + jnp.arange(block)[None, :])[:, :, None]
   k_N1T = ((jnp.arange(nb)[:, None] - 1) * block + jnp.arange(2 * block)[None, :])[:, None, :]
   allowed_NST = (k_N1T <= q_NS1) & (q_NS1 - k_N1T <= window) & (k_N1T >= 0)
-  seg_q_BNS = _to_blocks(segment_ids_BL, block)
-  seg_k_BNT = _with_previous(seg_q_BNS, fill=-1)
   mask_BNST = (seg_q_BNS[..., :, None] == seg_k_BNT[..., None, :]) & allowed_NST[None]
   return BlockMask(mask_BNST.reshape(B * nb, 1, block, 2 * block))
 
