@@ -1,8 +1,10 @@
 """Dynamic chunking under static shapes: capacity, downsample (gather), smoothing, upsample.
 
-Legend: L = positions at this stage, M = chunk capacity, D = width.
-A boundary marks the first position of a chunk. Boundaries past the M-th are dropped
-(latest first), which keeps every position's chunk assignment causal.
+Legend: L = positions at this stage, M = chunk capacity, D = width, R = runs (documents and
+padding stretches; at most L, so R-indexed arrays are L long).
+A boundary marks the first position of a chunk. Every packed document has its own chunk
+budget (a function of its length only); boundaries past it are dropped (latest first), which
+keeps chunk assignments causal and documents independent of each other.
 """
 # pylint: disable=invalid-name
 from typing import NamedTuple
@@ -27,34 +29,91 @@ def positions_in_document(segment_ids_BL: jax.Array) -> jax.Array:
 
 
 class Chunks(NamedTuple):
-  """Where each chunk starts and which chunk each position belongs to."""
-  boundary_BL: jax.Array  # bool, boundaries kept after the capacity cut
-  chunk_id_BL: jax.Array  # int32, chunk of each position (clamped to >= 0)
+  """Where each chunk starts, which chunk each position reads, and the next stage's document layout."""
+  boundary_BL: jax.Array  # bool, boundaries kept after the budget cut
+  chunk_id_BL: jax.Array  # int32, slot of the chunk each position reads (0 where it reads none)
+  has_chunk_BL: jax.Array  # bool, the position's document got its first chunk (else it reads zeros)
   start_BM: jax.Array  # int32, position of each chunk's first element (0 for empty slots)
   valid_BM: jax.Array  # bool, slot holds a real chunk
   segment_ids_BM: jax.Array  # document id per chunk, 0 for empty slots
-  overflow_B: jax.Array  # float32, boundaries dropped for capacity, per row
-  proposed_B: jax.Array  # float32, boundaries before the capacity cut, per row
+  owner_BM: jax.Array  # document whose budget each slot belongs to (used or not), 0 for none
+  overflow_B: jax.Array  # float32, proposed boundaries dropped (own budget or row capacity), per row
+  row_overflow_B: jax.Array  # float32, of those, dropped only because the row's capacity ran out
+  proposed_B: jax.Array  # float32, boundaries before the cut, per row
 
 
-def make_chunks(boundary_BL: jax.Array, segment_ids_BL: jax.Array, capacity: int) -> Chunks:
-  """Applies forced document starts and the capacity cut, then indexes the chunks."""
+def _runs(owner_BL: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Runs (maximal stretches of one owner): start flags, run index per position, length per run (B, L)."""
+  B, L = owner_BL.shape
+  start_BL = owner_BL != jnp.pad(owner_BL[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+  run_BL = jnp.cumsum(start_BL, axis=1, dtype=jnp.int32) - 1
+  length_BR = jnp.zeros((B, L), jnp.int32).at[jnp.arange(B)[:, None], run_BL].add(1)
+  return start_BL, run_BL, length_BR
+
+
+def make_chunks(boundary_BL: jax.Array, segment_ids_BL: jax.Array, capacity: int, budget_fn,
+                owner_ids_BL: jax.Array | None = None) -> Chunks:
+  """Applies forced document starts and per-document budgets, then indexes the chunks.
+
+  Document d (a run of `owner_ids_BL`, by default the segment ids) owns `budget_fn(n_d)` slots, n_d
+  being its length at this stage; its slots follow those of the documents before it. Its k-th
+  boundary takes its k-th slot, and boundaries past its budget, or past the row's `capacity`, are
+  dropped (latest first: causal). Budgets depend on lengths only, so a document's chunks never
+  depend on the bytes of another. Only when the budgets of a row's documents add up to more than
+  the capacity (many short documents) do the last ones lose slots (`row_overflow_B`, the one case in
+  which a document depends on the others' lengths); a document whose first slot lies past the
+  capacity gets no chunk and its positions read zeros. `owner_ids_BL` of an inner stage is the outer `owner_BM`: a
+  document's length there is its budget, not its content-dependent chunk count (causality).
+  """
   B, L = boundary_BL.shape
-  boundary_BL = (boundary_BL & (segment_ids_BL > 0)) | document_starts(segment_ids_BL)
-  rank_BL = jnp.cumsum(boundary_BL, axis=1, dtype=jnp.int32)  # 1-based chunk number at boundaries
-  kept_BL = boundary_BL & (rank_BL <= capacity)
-  chunk_id_BL = jnp.maximum(jnp.cumsum(kept_BL, axis=1, dtype=jnp.int32) - 1, 0)
-  # Scatter each kept boundary's position into its chunk slot; dropped ones go out of range.
-  slot_BL = jnp.where(kept_BL, chunk_id_BL, capacity)
   rows_B1 = jnp.arange(B)[:, None]
+  owner_BL = segment_ids_BL if owner_ids_BL is None else owner_ids_BL
+  valid_BL = segment_ids_BL > 0
+  boundary_BL = (boundary_BL & valid_BL) | document_starts(segment_ids_BL)
+
+  run_start_BL, run_BL, length_BR = _runs(owner_BL)
+  run_owner_BR = jnp.zeros((B, L), owner_BL.dtype).at[rows_B1, run_BL].max(owner_BL)
+  budget_BR = jnp.where(run_owner_BR > 0, budget_fn(length_BR), 0).astype(jnp.int32)
+  offset_BR = jnp.cumsum(budget_BR, axis=1, dtype=jnp.int32) - budget_BR  # first slot of each document
+  budget_BL = jnp.take_along_axis(budget_BR, run_BL, axis=1)
+  offset_BL = jnp.take_along_axis(offset_BR, run_BL, axis=1)
+
+  # Rank of each boundary within its document (1-based), then its slot.
+  count_BL = jnp.cumsum(boundary_BL, axis=1, dtype=jnp.int32)
+  before_BL = jax.lax.cummax(jnp.where(run_start_BL, count_BL - boundary_BL, 0), axis=1)
+  rank_BL = count_BL - before_BL
+  slot_BL = offset_BL + rank_BL - 1
+  in_budget_BL = boundary_BL & (rank_BL <= budget_BL)
+  kept_BL = in_budget_BL & (slot_BL < capacity)
+
   pos_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
-  start_BM = jnp.zeros((B, capacity), jnp.int32).at[rows_B1, slot_BL].set(pos_BL, mode="drop")
-  count_B = kept_BL.sum(axis=1)
-  valid_BM = jnp.arange(capacity)[None, :] < count_B[:, None]
+  target_BL = jnp.where(kept_BL, slot_BL, capacity)  # dropped ones scatter out of range
+  start_BM = jnp.zeros((B, capacity), jnp.int32).at[rows_B1, target_BL].set(pos_BL, mode="drop")
+  valid_BM = jnp.zeros((B, capacity), bool).at[rows_B1, target_BL].set(True, mode="drop")
   segment_ids_BM = jnp.where(valid_BM, jnp.take_along_axis(segment_ids_BL, start_BM, axis=1), 0)
-  proposed_B = boundary_BL.sum(axis=1).astype(jnp.float32)
-  return Chunks(kept_BL, chunk_id_BL, start_BM, valid_BM, segment_ids_BM,
-                proposed_B - count_B.astype(jnp.float32), proposed_B)
+
+  # Each position reads the latest kept chunk at or before it, if that chunk is its document's.
+  latest_BL = jax.lax.cummax(jnp.where(kept_BL, slot_BL, -1), axis=1)
+  has_chunk_BL = (latest_BL >= offset_BL) & valid_BL
+  chunk_id_BL = jnp.where(has_chunk_BL, latest_BL, 0)
+
+  # The next stage's layout: slot j belongs to the document whose budget covers it.
+  run_R = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+  first_BR = jnp.where(budget_BR > 0, offset_BR, capacity)
+  mark_BM = jnp.full((B, capacity), -1, jnp.int32).at[rows_B1, first_BR].max(run_R, mode="drop")
+  slot_run_BM = jax.lax.cummax(mark_BM, axis=1)
+  slot_run_c_BM = jnp.maximum(slot_run_BM, 0)
+  end_BM = (jnp.take_along_axis(offset_BR, slot_run_c_BM, axis=1)
+            + jnp.take_along_axis(budget_BR, slot_run_c_BM, axis=1))
+  covered_BM = (slot_run_BM >= 0) & (jnp.arange(capacity)[None, :] < end_BM)
+  owner_BM = jnp.where(covered_BM, jnp.take_along_axis(run_owner_BR, slot_run_c_BM, axis=1), 0)
+
+  count = lambda x_BL: x_BL.sum(axis=1).astype(jnp.float32)  # noqa: E731
+  return Chunks(
+      boundary_BL=kept_BL, chunk_id_BL=chunk_id_BL, has_chunk_BL=has_chunk_BL, start_BM=start_BM,
+      valid_BM=valid_BM, segment_ids_BM=segment_ids_BM, owner_BM=owner_BM,
+      overflow_B=count(boundary_BL & ~kept_BL), row_overflow_B=count(in_budget_BL & ~kept_BL),
+      proposed_B=count(boundary_BL))
 
 
 def downsample(x_BLD: jax.Array, chunks: Chunks) -> jax.Array:
@@ -64,8 +123,9 @@ def downsample(x_BLD: jax.Array, chunks: Chunks) -> jax.Array:
 
 
 def upsample(z_BMD: jax.Array, chunks: Chunks) -> jax.Array:
-  """Every position reads the output of the chunk it belongs to: (B, L, D)."""
-  return jnp.take_along_axis(z_BMD, chunks.chunk_id_BL[:, :, None], axis=1)
+  """Every position reads the output of the chunk it belongs to: (B, L, D); zeros where it has none."""
+  z_BLD = jnp.take_along_axis(z_BMD, chunks.chunk_id_BL[:, :, None], axis=1)
+  return jnp.where(chunks.has_chunk_BL[:, :, None], z_BLD, jnp.zeros_like(z_BLD))
 
 
 def linear_recurrence(a_BM: jax.Array, u_BMD: jax.Array) -> jax.Array:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import math
+import fractions
 import re
 from typing import Any, Sequence
+
+import jax.numpy as jnp
 
 ROUTERS = ("cosine", "delete_gate", "whitespace", "stride", "none")
 LAYER_LETTERS = "mMtT"
@@ -176,12 +178,34 @@ class ModelConfig:
       h += sum(g.height for g in self.stages[stage].main)
     return max(h, 1)
 
+  def budget_ratio(self, stage: int) -> fractions.Fraction:
+    """Chunk slots per position at `stage`: slack / N as an exact fraction (same integers in numpy and JAX)."""
+    return (fractions.Fraction(self.capacity_slack).limit_denominator(1000)
+            / fractions.Fraction(self.stages[stage].target_ratio).limit_denominator(1000))
+
+  def chunk_budget(self, stage: int, length):
+    """Chunk slots of one document of `length` positions: min(length, ceil(length · slack / N)).
+
+    Works on Python ints and integer arrays alike. Each packed document gets its own budget, so its
+    chunking never depends on the other documents of its row (hnet/chunking.py).
+    """
+    r = self.budget_ratio(stage)
+    slots = -(-(length * r.numerator) // r.denominator)
+    return min(length, slots) if isinstance(length, int) else jnp.minimum(length, slots)
+
   def capacity(self, stage: int, length: int) -> int:
-    """Static chunk capacity of stage `stage` for an input of `length` positions."""
-    n = self.stages[stage].target_ratio
-    m = math.ceil(length / n * self.capacity_slack)
+    """Static chunk capacity of stage `stage` for a row of `length` positions: a one-document budget, rounded up."""
+    m = self.chunk_budget(stage, length)
     m = -(-m // self.capacity_multiple) * self.capacity_multiple
     return max(1, min(m, length))
+
+  def document_budgets(self, length: int) -> list[int]:
+    """Chunk budget at every outer stage for one document of `length` bytes (generation's limits)."""
+    budgets = []
+    for s in range(self.num_stages - 1):
+      length = self.chunk_budget(s, length)
+      budgets.append(length)
+    return budgets
 
   def stage_lengths(self, seq_len: int, *, train: bool = False) -> list[int]:
     """Sequence length each stage runs at for `seq_len` bytes (static capacities).

@@ -171,24 +171,27 @@ def _route(router, h_BD, st: StageState, token_B):
   return b_B, b_B.astype(jnp.float32)
 
 
-def stage_step(stage: Stage, x_BD, token_B, st: StageState, active_B, lengths: list[int]):
-  """Steps one position of every active row; returns (output_BD at the outer width, new state)."""
-  x_BD = x_BD.astype(jnp.float32)
-  if stage.pad_dimension is not None:
-    pad = jnp.broadcast_to(stage.pad_dimension[...], (x_BD.shape[0], stage.pad_dimension.shape[0]))
-    x_BD = jnp.concatenate([x_BD, pad], axis=-1)
+def stage_step(stage: Stage, x_BD, token_B, st: StageState, active_B, budgets: list[int],
+               rope_position_B=None):
+  """Steps one position of every active row; returns (output_BD at the outer width, new state).
+
+  `budgets[s]` is the chunk budget of stage s (the one document of a generated row);
+  `rope_position_B` overrides the innermost stage's RoPE position (MrT5 keeps byte positions).
+  """
+  x_BD = stage.pad(x_BD[:, None])[:, 0]
   if stage.is_innermost:
-    y_BD, main = stack_step(stage.main, x_BD, st.position_B, st.main, active_B)
+    position_B = st.position_B if rope_position_B is None else rope_position_B
+    y_BD, main = stack_step(stage.main, x_BD, position_B, st.main, active_B)
     new = st._replace(main=main, position_B=st.position_B + 1)
     return y_BD[:, : stage.d_outer], _select_rows(active_B, new, st)
 
-  s = stage.index
   h_BD, encoder = stack_step(stage.encoder, x_BD, st.position_B, st.encoder, active_B)
   res_BD = stage.residual_proj(h_BD)
   boundary_B, p_B = _route(stage.router, h_BD, st, token_B)
-  capacity = lengths[s + 1]
-  boundary_B &= st.chunks_B < capacity
-  z_BD, inner = stage_step(stage.inner, h_BD, token_B, st.inner, active_B & boundary_B, lengths)
+  boundary_B &= st.chunks_B < budgets[stage.index]
+  inner_position_B = st.position_B if isinstance(stage.router, DeleteGateRouter) else None
+  z_BD, inner = stage_step(stage.inner, h_BD, token_B, st.inner, active_B & boundary_B, budgets,
+                           inner_position_B)
   z_BD = z_BD.astype(jnp.float32)
   if isinstance(stage.router, CosineRouter):
     rate_B = jnp.where(boundary_B, jnp.clip(p_B, 1e-4, 1 - 1e-4), 0.0)[:, None]
@@ -211,6 +214,7 @@ class Decoder:
     self.model = model
     self.max_len = max_len
     self.lengths = model.cfg.stage_lengths(max_len)
+    self.budgets = model.cfg.document_budgets(max_len)
     self.dtype = jnp.dtype(model.cfg.dtype)
 
   def init(self, batch: int) -> StageState:
@@ -219,7 +223,7 @@ class Decoder:
   def step(self, token_B: jax.Array, state: StageState) -> tuple[jax.Array, StageState]:
     x_BD = self.model.embed(token_B)
     active_B = jnp.ones(token_B.shape, bool)
-    y_BD, state = stage_step(self.model.backbone, x_BD, token_B, state, active_B, self.lengths)
+    y_BD, state = stage_step(self.model.backbone, x_BD, token_B, state, active_B, self.budgets)
     return self.model.lm_head(y_BD).astype(jnp.float32), state
 
 

@@ -20,6 +20,13 @@ def straight_through(c: jax.Array) -> jax.Array:
   return c + jax.lax.stop_gradient(1.0 - c)
 
 
+def symmetric_uniform(bound: float):
+  """U(-bound, bound): PyTorch's nn.Linear bias init (nnx's `uniform(scale)` draws from [0, scale))."""
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
 class Stage(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, index: int, *, rngs: nnx.Rngs):
@@ -36,40 +43,68 @@ class Stage(nnx.Module):
       return
     n_res = cfg.n_res(index)
     self.capacity_of = lambda length: cfg.capacity(index, length)
+    self.budget_of = lambda length: cfg.chunk_budget(index, length)
     self.encoder = Stack(st.encoder, st, cfg, n_res, rngs=rngs)
     self.router = make_router(cfg, st, rngs=rngs)
     self.residual_proj = nnx.Linear(
         st.d_model, st.d_model, kernel_init=nnx.with_partitioning(nnx.initializers.zeros, ("embed", "router")),
-        bias_init=nnx.with_partitioning(
-            nnx.initializers.uniform(2 / st.d_model**0.5), ("router",)), rngs=rngs)
+        bias_init=nnx.with_partitioning(symmetric_uniform(1 / st.d_model**0.5), ("router",)), rngs=rngs)
     self.inner = Stage(cfg, index + 1, rngs=rngs)
     self.decoder = Stack(st.decoder, st, cfg, n_res, rngs=rngs)
 
-  def __call__(self, x_BLD: jax.Array, segment_ids_BL: jax.Array, *, tokens_BL: jax.Array | None = None,
-               key_bias_BL: jax.Array | None = None, train: bool = False) -> tuple[jax.Array, list[dict]]:
-    """Returns the stage output (width of the outer stage) and per-stage stats, outer -> inner."""
+  def pad(self, x_BLD: jax.Array) -> jax.Array:
+    """Float32 input widened to this stage's width by the learned pad vector."""
     x_BLD = x_BLD.astype(jnp.float32)
-    if self.pad_dimension is not None:
-      pad_BLE = jnp.broadcast_to(self.pad_dimension[...], (*x_BLD.shape[:2], self.pad_dimension.shape[0]))
-      x_BLD = jnp.concatenate([x_BLD, pad_BLE], axis=-1)
-    positions_BL = chunking.positions_in_document(segment_ids_BL)
-    if self.is_innermost:
-      y_BLD = self.main(x_BLD, segment_ids_BL, positions_BL, key_bias_BL)
-      return y_BLD[..., : self.d_outer], []
+    if self.pad_dimension is None:
+      return x_BLD
+    pad_BLE = jnp.broadcast_to(self.pad_dimension[...], (*x_BLD.shape[:2], self.pad_dimension.shape[0]))
+    return jnp.concatenate([x_BLD, pad_BLE], axis=-1)
 
+  def route(self, x_BLD: jax.Array, segment_ids_BL: jax.Array, *, owner_ids_BL: jax.Array | None = None,
+            tokens_BL: jax.Array | None = None, train: bool = False):
+    """Pad, encoder, router and chunking of an outer stage: (h_BLD, positions_BL, routing, chunks)."""
+    x_BLD = self.pad(x_BLD)
+    positions_BL = chunking.positions_in_document(segment_ids_BL)
     h_BLD = self.encoder(x_BLD, segment_ids_BL, positions_BL)
-    res_BLD = self.residual_proj(h_BLD)  # float32 (params and input are float32)
     routing = self.router(h_BLD, tokens_BL=tokens_BL, segment_ids_BL=segment_ids_BL,
                           positions_BL=positions_BL, train=train)
     L = x_BLD.shape[1]
-    chunks = chunking.make_chunks(routing.boundary_BL, segment_ids_BL, self.capacity_of(L))
+    if routing.key_bias_BL is not None:  # soft deletion keeps every position: no budget, only the read-out
+      chunks = chunking.make_chunks(routing.boundary_BL, segment_ids_BL, L, lambda n: n)
+    else:
+      chunks = chunking.make_chunks(routing.boundary_BL, segment_ids_BL, self.capacity_of(L), self.budget_of,
+                                    owner_ids_BL)
+    return h_BLD, positions_BL, routing, chunks
 
+  def __call__(self, x_BLD: jax.Array, segment_ids_BL: jax.Array, *, owner_ids_BL: jax.Array | None = None,
+               positions_BL: jax.Array | None = None, tokens_BL: jax.Array | None = None,
+               key_bias_BL: jax.Array | None = None, train: bool = False) -> tuple[jax.Array, list[dict]]:
+    """Returns the stage output (width of the outer stage) and per-stage stats, outer -> inner.
+
+    `owner_ids_BL` is the document layout from the outer stage's budgets (default: the segment ids);
+    `positions_BL` overrides the innermost stage's RoPE positions (default: ordinals in the document).
+    """
+    if self.is_innermost:
+      if positions_BL is None:
+        positions_BL = chunking.positions_in_document(segment_ids_BL)
+      y_BLD = self.main(self.pad(x_BLD), segment_ids_BL, positions_BL, key_bias_BL)
+      return y_BLD[..., : self.d_outer], []
+
+    h_BLD, positions_BL, routing, chunks = self.route(x_BLD, segment_ids_BL, owner_ids_BL=owner_ids_BL,
+                                                      tokens_BL=tokens_BL, train=train)
     if routing.key_bias_BL is not None:  # MrT5 soft deletion: every position, biased keys
-      z_BLD, inner_stats = self.inner(h_BLD, segment_ids_BL, key_bias_BL=routing.key_bias_BL, train=train)
-      up_BLD = z_BLD
+      z_BLD, inner_stats = self.inner(h_BLD, segment_ids_BL, positions_BL=positions_BL,
+                                      key_bias_BL=routing.key_bias_BL, train=train)
+      # A deleted position reads the latest kept position's output, as under hard deletion.
+      read_BL = jnp.take_along_axis(chunks.start_BM, chunks.chunk_id_BL, axis=1)
+      up_BLD = jnp.take_along_axis(z_BLD, read_BL[..., None], axis=1).astype(jnp.float32)
     else:
       x_BMD = chunking.downsample(h_BLD, chunks)
-      z_BMD, inner_stats = self.inner(x_BMD, chunks.segment_ids_BM, train=train)
+      # MrT5 keeps the byte positions of the kept positions (RoPE); H-Net counts chunks.
+      inner_positions_BM = (jnp.take_along_axis(positions_BL, chunks.start_BM, axis=1)
+                            if self.router_name == "delete_gate" else None)
+      z_BMD, inner_stats = self.inner(x_BMD, chunks.segment_ids_BM, owner_ids_BL=chunks.owner_BM,
+                                      positions_BL=inner_positions_BM, train=train)
       if self.router_name == "cosine":
         prob_BM = jnp.take_along_axis(routing.prob_BL, chunks.start_BM, axis=1)
         z_BMD = chunking.smooth(z_BMD, prob_BM, chunks)
@@ -78,6 +113,7 @@ class Stage(nnx.Module):
     if self.router_name == "cosine":
       confidence_BL = jnp.maximum(routing.prob_BL, 1.0 - routing.prob_BL)
       up_BLD = up_BLD * straight_through(confidence_BL)[..., None]
+    res_BLD = self.residual_proj(h_BLD)  # float32 (params and input are float32)
     y_BLD = self.decoder(up_BLD + res_BLD, segment_ids_BL, positions_BL)
 
     valid = jnp.maximum(jnp.sum(segment_ids_BL > 0), 1).astype(jnp.float32)
@@ -85,6 +121,7 @@ class Stage(nnx.Module):
         "router_loss": routing.loss,
         "boundary_frac": jnp.sum(chunks.boundary_BL) / valid,
         "overflow_frac": jnp.sum(chunks.overflow_B) / jnp.maximum(jnp.sum(chunks.proposed_B), 1.0),
+        "row_overflow_frac": jnp.sum(chunks.row_overflow_B) / jnp.maximum(jnp.sum(chunks.proposed_B), 1.0),
         **routing.metrics,
     }
     return y_BLD[..., : self.d_outer], [stats, *inner_stats]

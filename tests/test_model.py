@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from hnet import sharding
-from tests.helpers import FAMILIES, forward, packed_batch, tiny_model
+from tests.helpers import FAMILIES, forward, load_config, packed_batch, tiny_model
 
 # (family, train flag): the delete gate differs between soft (train) and hard (eval) deletion.
 CASES = [(f, False) for f in FAMILIES] + [("mrt5", True), ("hnet_1stage", True)]
@@ -112,3 +112,77 @@ def test_sharded_forward_equals_single_device(family):
   # Parameters really are split: the largest matmul weights are not replicated.
   specs = [s.spec for s in jax.tree.leaves(state_sharding)]
   assert any("tensor" in str(s) for s in specs) and any("fsdp" in str(s) for s in specs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed documents are independent, whatever the overflow
+# ---------------------------------------------------------------------------------------------
+LEARNED_COSINE = ("hnet_1stage", "hnet_2stage", "default")
+ISOLATION_CASES = [(f, False) for f in FAMILIES if f != "flat"] + [("mrt5", True), ("hnet_1stage", True)]
+
+
+def _four_documents(batch: int = 2, length: int = 64, seed: int = 0):
+  """Random bytes, 4 documents of different lengths per row and 3 padding positions at the end."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, 256, size=(batch, length)).astype(np.int32)
+  seg = np.zeros((batch, length), np.int32)
+  # Lengths whose budgets ceil(n / 4) (ratio 4, slack 1) add up to the row's capacity of 16: no row overflow.
+  cuts = [(0, 8, 28, 44, 61), (0, 20, 27, 47, 61)]
+  for b in range(batch):
+    for d in range(4):
+      seg[b, cuts[b % 2][d]:cuts[b % 2][d + 1]] = d + 1
+  return tokens, seg
+
+
+def _overflowing_model(family: str):
+  """Capacity slack 1; learned routers propose about half of the positions, twice their budgets."""
+  if family not in LEARNED_COSINE:
+    return tiny_model(family, capacity_slack=1.0)
+  stages = len(load_config(family).model.d_model)
+  model = tiny_model(family, capacity_slack=1.0, target_ratio=(4.0,) * (stages - 1))
+  stage = model.backbone
+  while not stage.is_innermost:  # random W_q / W_k: p ≈ 0.5 everywhere
+    d = stage.router.w_q.shape[0]
+    stage.router.w_q[...] = jax.random.normal(jax.random.key(stage.index), (d, d))
+    stage.router.w_k[...] = jax.random.normal(jax.random.key(stage.index + 7), (d, d))
+    stage = stage.inner
+  return model
+
+
+@pytest.mark.parametrize("family,train", ISOLATION_CASES)
+def test_changing_one_document_leaves_the_others_unchanged(family, train):
+  model = _overflowing_model(family)
+  tokens, seg = _four_documents()
+  logits, aux = forward(model, jnp.asarray(tokens), jnp.asarray(seg), train)
+  if family in LEARNED_COSINE or (family == "mrt5" and not train):
+    assert float(aux["metrics"]["stage0/overflow_frac"]) > 0.3, "the test needs heavy overflow"
+  assert all(float(v) == 0 for k, v in aux["metrics"].items() if k.endswith("row_overflow_frac"))
+  rng = np.random.default_rng(1)
+  for d in range(1, 5):
+    changed = tokens.copy()
+    changed[seg == d] = rng.integers(0, 256, size=int((seg == d).sum()))
+    logits2, _ = forward(model, jnp.asarray(changed), jnp.asarray(seg), train)
+    others = (seg != d) & (seg > 0)
+    np.testing.assert_allclose(np.asarray(logits2)[others], np.asarray(logits)[others], atol=1e-5, rtol=0,
+                               err_msg=f"{family}: changing document {d} moved the others")
+    assert not np.allclose(np.asarray(logits2)[seg == d], np.asarray(logits)[seg == d])
+
+
+@pytest.mark.parametrize("family,train", ISOLATION_CASES)
+def test_a_packed_document_scores_as_it_would_alone(family, train):
+  """Logits of each document packed with three others equal those of the document alone in a row."""
+  model = _overflowing_model(family)
+  tokens, seg = _four_documents()
+  logits, _ = forward(model, jnp.asarray(tokens), jnp.asarray(seg), train)
+  B, L = seg.shape
+  alone_tokens, alone_seg, where = np.zeros((8, L), np.int32), np.zeros((8, L), np.int32), []
+  for b in range(B):
+    for d in range(1, 5):
+      idx = np.flatnonzero(seg[b] == d)
+      k = len(where)
+      alone_tokens[k, :len(idx)], alone_seg[k, :len(idx)] = tokens[b, idx], 1
+      where.append((b, idx))
+  alone, _ = forward(model, jnp.asarray(alone_tokens), jnp.asarray(alone_seg), train)
+  for k, (b, idx) in enumerate(where):
+    np.testing.assert_allclose(np.asarray(alone)[k, :len(idx)], np.asarray(logits)[b, idx], atol=1e-5,
+                               rtol=0, err_msg=f"{family}: document {k} differs packed and alone")

@@ -57,3 +57,23 @@ def test_delete_gate_keeps_most_at_init_and_soft_bias_only_in_training():
   assert bool(jnp.all(hard.boundary_BL[:, 0]))  # the document start is always kept
   assert 0.0 < float(hard.metrics["delete_frac"]) < 0.5  # bias b = 1 favours keeping
   assert bool(jnp.all(soft.key_bias_BL <= 0)) and bool(jnp.all(soft.key_bias_BL > -30))
+
+
+def test_saturated_delete_gate_soft_training_equals_hard_inference():
+  """Gate saturated to keep about half of the bytes: soft deletion (train) == hard deletion (eval)."""
+  from tests.helpers import forward, packed_batch, tiny_model
+  model = tiny_model("mrt5", capacity_slack=2.0)  # target 2: budgets hold every kept position
+  router = model.backbone.router
+  d = router.w.shape[0]
+  router.w[...] = 1e4 * jax.random.normal(jax.random.key(0), (d, 1)) / d**0.5
+  router.b[...] = jnp.zeros((1,))
+  tokens, seg = packed_batch(2, 64, seed=3)
+  soft, aux = forward(model, tokens, seg, True)
+  hard, _ = forward(model, tokens, seg, False)
+  delete_frac = float(aux["metrics"]["stage0/delete_frac"])
+  assert 0.3 < delete_frac < 0.7, delete_frac
+  h_BLD, _, _, _ = model.backbone.route(model.embed(tokens), seg)
+  gate = np.asarray(router.gate(h_BLD))
+  assert np.all((gate > -1e-6) | (gate < -30 + 1e-6)), "the gate is not saturated everywhere"
+  valid = np.asarray(seg) > 0
+  np.testing.assert_allclose(np.asarray(soft)[valid], np.asarray(hard)[valid], atol=1e-4, rtol=0)

@@ -1,7 +1,7 @@
 """Per-stage chunk boundaries and boundary probabilities of a restored model for one text.
 
 `routing(model, tokens_BL, segment_ids_BL)` walks `model.backbone` stage by stage with
-the calls `Stage.__call__` makes (pad, encoder, router, capacity cut, downsample) and
+`Stage.route` (pad, encoder, router, budget cut), as `Stage.__call__` does, and
 returns each outer stage's kept boundaries and router probabilities, in inference mode
 (hard deletion for the delete gate). The text (BOS first, as in training) is padded to a
 multiple of PAD_MULTIPLE bytes so similar lengths share a compile.
@@ -22,22 +22,16 @@ PAD_MULTIPLE = 64
 
 def routing(model: HNetLM, tokens_BL: jax.Array, segment_ids_BL: jax.Array) -> list[dict]:
   """Per outer stage: kept boundaries (B, L_s), probabilities (B, L_s), valid chunks (B,)."""
-  stage, seg_BL = model.backbone, segment_ids_BL
+  stage, seg_BL, owner_BL = model.backbone, segment_ids_BL, None
   x_BLD = model.embed(tokens_BL)
   out = []
   while not stage.is_innermost:
-    x_BLD = x_BLD.astype(jnp.float32)
-    if stage.pad_dimension is not None:
-      pad_BLE = jnp.broadcast_to(stage.pad_dimension[...], (*x_BLD.shape[:2], stage.pad_dimension.shape[0]))
-      x_BLD = jnp.concatenate([x_BLD, pad_BLE], axis=-1)
-    positions_BL = chunking.positions_in_document(seg_BL)
-    h_BLD = stage.encoder(x_BLD, seg_BL, positions_BL)
-    r = stage.router(h_BLD, tokens_BL=tokens_BL if stage.index == 0 else None, segment_ids_BL=seg_BL,
-                     positions_BL=positions_BL, train=False)
-    chunks = chunking.make_chunks(r.boundary_BL, seg_BL, stage.capacity_of(seg_BL.shape[1]))
+    h_BLD, _, r, chunks = stage.route(x_BLD, seg_BL, owner_ids_BL=owner_BL,
+                                      tokens_BL=tokens_BL if stage.index == 0 else None)
     out.append({"boundary_BL": chunks.boundary_BL, "prob_BL": r.prob_BL.astype(jnp.float32),
                 "chunks_B": jnp.sum(chunks.valid_BM, axis=1)})
-    x_BLD, seg_BL, stage = chunking.downsample(h_BLD, chunks), chunks.segment_ids_BM, stage.inner
+    x_BLD, seg_BL, owner_BL = chunking.downsample(h_BLD, chunks), chunks.segment_ids_BM, chunks.owner_BM
+    stage = stage.inner
   return out
 
 
