@@ -51,7 +51,7 @@ def run(c, steps: int, warmup: int) -> dict:
   batch_sharding = sharding.batch_sharding(mesh)
   graphdef, params, _ = trainer.make_model(model_cfg, mesh, c.seed)
   tx, schedule = make_optimizer(c.opt, params, num_steps=max(c.train.num_steps, steps + warmup + 1),
-                                num_stages=model_cfg.num_stages)
+                                model_cfg=model_cfg)
   state, state_sharding = trainer.init_train_state(params, tx, mesh)
   replicated = NamedSharding(mesh, P())
   with jax.set_mesh(mesh):

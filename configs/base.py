@@ -63,7 +63,9 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.opt.eps = 1e-8  # AdamW epsilon
   c.opt.weight_decay = 0.1  # decoupled weight decay (not on norms, biases, embeddings, SSM A/D/dt)
   c.opt.grad_clip = 1.0  # global-norm clipping threshold
-  c.opt.lr_multipliers = ()  # per-stage lr multipliers outer -> inner (len = stages); () = all 1
+  c.opt.lr_multipliers = ()  # per-stage lr multipliers outer -> inner (len = stages); () = from lr_multiplier_rule
+  c.opt.lr_multiplier_rule = "none"  # 'hnet': H-Net's sqrt(N_GPT * stage's share of positions * D_inner / D_s); 'none': all 1
+  c.opt.lr_rule_bytes_per_token = 4.6  # N_GPT of the 'hnet' rule: bytes per token of the BPE baseline it transfers from
   c.opt.ratio_loss_weight = 0.03  # alpha of the H-Net ratio loss
   c.opt.delete_gate_kp = 0.5  # MrT5 PI controller proportional gain
   c.opt.delete_gate_ki = 1e-5  # MrT5 PI controller integral gain
@@ -122,6 +124,7 @@ def paper_scale(c: config_dict.ConfigDict) -> None:
   c.data.seq_len = 8192
   c.train.batch_size = 32
   c.opt.lr = 1e-3
+  c.opt.lr_multiplier_rule = "hnet"
 
 
 def apply_variant(c: config_dict.ConfigDict, arg: str) -> None:

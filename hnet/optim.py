@@ -1,8 +1,10 @@
 """AdamW with warmup-stable-decay or cosine schedule, clipping, decay mask and per-stage lr multipliers."""
+import math
+
 import jax
-import jax.numpy as jnp
 import optax
 
+from hnet.config import ModelConfig
 from hnet.model import stage_of_param
 
 # Parameters named like these get no weight decay: norms, biases, embeddings, Mamba2's A/D/dt.
@@ -32,12 +34,38 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def lr_multiplier_tree(params, multipliers: tuple[float, ...], num_stages: int):
+def hnet_lr_multipliers(model_cfg: ModelConfig, bytes_per_token: float) -> tuple[float, ...]:
+  """H-Net's rule λ^s = sqrt(N_GPT · (positions stage s sees per byte) · D^S / D^s), outer -> inner.
+
+  lr ∝ sqrt(batch size) in the positions each stage sees (a 1 / ∏_{i<s} N^i share of the bytes),
+  and lr ∝ 1 / sqrt(width); N_GPT (`bytes_per_token`) anchors the main network to a BPE
+  Transformer's learning rate (the paper's baseline reads 8192 bytes as ~1792 tokens: ~4.6).
+  """
+  d_inner = model_cfg.stages[-1].d_model
+  out, share = [], 1.0
+  for st in model_cfg.stages:
+    out.append(math.sqrt(bytes_per_token * share * d_inner / st.d_model))
+    share /= st.target_ratio
+  return tuple(out)
+
+
+def stage_lr_multipliers(c_opt, model_cfg: ModelConfig) -> tuple[float, ...]:
+  """Per-stage lr multipliers from `opt.lr_multipliers` or `opt.lr_multiplier_rule`, outer -> inner."""
+  explicit, rule, n = tuple(c_opt.lr_multipliers), c_opt.lr_multiplier_rule, model_cfg.num_stages
+  if rule not in ("none", "hnet"):
+    raise ValueError(f"opt.lr_multiplier_rule={rule!r}: use 'none' or 'hnet'")
+  if explicit and rule != "none":
+    raise ValueError(f"opt.lr_multipliers={explicit} and opt.lr_multiplier_rule={rule!r} both set the "
+                     "multipliers: give one of them")
+  if explicit and len(explicit) != n:
+    raise ValueError(f"opt.lr_multipliers has {len(explicit)} entries but the model has {n} stages")
+  if rule == "hnet":
+    return hnet_lr_multipliers(model_cfg, c_opt.lr_rule_bytes_per_token)
+  return tuple(float(m) for m in explicit) or (1.0,) * n
+
+
+def lr_multiplier_tree(params, multipliers: tuple[float, ...]):
   """Per-parameter lr multiplier: stage s gets multipliers[s] (H-Net's lambda^s)."""
-  if not multipliers:
-    return jax.tree.map(lambda _: 1.0, params)
-  if len(multipliers) != num_stages:
-    raise ValueError(f"opt.lr_multipliers has {len(multipliers)} entries but the model has {num_stages} stages")
   return jax.tree_util.tree_map_with_path(
       lambda path, _: float(multipliers[stage_of_param(path_names(path))]), params)
 
@@ -65,8 +93,8 @@ def learning_rate_schedule(c_opt, num_steps: int) -> optax.Schedule:
   raise ValueError(f"opt.schedule={c_opt.schedule!r}: use 'wsd' or 'cosine'")
 
 
-def make_optimizer(c_opt, params, *, num_steps: int, num_stages: int) -> tuple[optax.GradientTransformation,
-                                                                                 optax.Schedule]:
+def make_optimizer(c_opt, params, *, num_steps: int, model_cfg: ModelConfig
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optax chain used by the trainer, and its schedule (for logging)."""
   schedule = learning_rate_schedule(c_opt, num_steps)
   tx = optax.chain(
@@ -74,6 +102,6 @@ def make_optimizer(c_opt, params, *, num_steps: int, num_stages: int) -> tuple[o
       optax.scale_by_adam(b1=c_opt.b1, b2=c_opt.b2, eps=c_opt.eps),
       optax.add_decayed_weights(c_opt.weight_decay, mask=decay_mask(params)),
       optax.scale_by_learning_rate(schedule),
-      scale_by_tree(lr_multiplier_tree(params, tuple(c_opt.lr_multipliers), num_stages)),
+      scale_by_tree(lr_multiplier_tree(params, stage_lr_multipliers(c_opt, model_cfg))),
   )
   return tx, schedule

@@ -29,7 +29,7 @@ from hnet.loss import (LN2, ControllerState, cross_entropy, router_loss_weights,
                        update_controller)
 from hnet.metrics import MetricWriter, device_peak_flops
 from hnet.model import HNetLM, count_params
-from hnet.optim import make_optimizer
+from hnet.optim import make_optimizer, stage_lr_multipliers
 
 log = logging.getLogger(__name__)
 BATCH_KEYS = ("inputs", "targets", "segment_ids", "loss_mask")
@@ -281,7 +281,9 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
 
   # --- model & optimizer ---------------------------------------------------------------------
   graphdef, params, params_sharding = make_model(model_cfg, mesh, c.seed)
-  tx, schedule = make_optimizer(c.opt, params, num_steps=c.train.num_steps, num_stages=model_cfg.num_stages)
+  tx, schedule = make_optimizer(c.opt, params, num_steps=c.train.num_steps, model_cfg=model_cfg)
+  log.info("per-stage lr multipliers (outer -> inner): %s",
+           ", ".join(f"{m:.3g}" for m in stage_lr_multipliers(c.opt, model_cfg)))
   num_params = count_params(nnx.merge(graphdef, params))
   fpb = flops_per_byte(model_cfg, c.data.seq_len, train=True)
   peak, device_kind = device_peak_flops()

@@ -108,7 +108,7 @@ def test_fsdp_and_tensor_sharded_checkpoint_restores_on_one_device(run, loaded, 
   params = jax.device_put(loaded.params, sharding.param_shardings(loaded.params, mesh))
   assert any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(params))
   c = loaded.config
-  tx, _ = make_optimizer(c.opt, params, num_steps=c.train.num_steps, num_stages=loaded.model_cfg.num_stages)
+  tx, _ = make_optimizer(c.opt, params, num_steps=c.train.num_steps, model_cfg=loaded.model_cfg)
   state = trainer.TrainState(jnp.int32(5), params, tx.init(params), ControllerState.init())
   ckpt = Checkpointer(str(tmp_path / "pod" / "checkpoints"), async_save=False)
   ckpt.save(5, state, config=json.loads(c.to_json_best_effort()))

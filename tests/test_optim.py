@@ -8,7 +8,9 @@ import pytest
 from flax import nnx
 
 from hnet.loss import ControllerState, cross_entropy, update_controller
-from hnet.optim import decay_mask, learning_rate_schedule, lr_multiplier_tree, path_names
+from hnet.config import model_config_from_dict
+from hnet.optim import (decay_mask, hnet_lr_multipliers, learning_rate_schedule, lr_multiplier_tree, path_names,
+                        stage_lr_multipliers)
 from tests.helpers import load_config, tiny_model
 
 
@@ -19,7 +21,7 @@ def _flat(tree):
 def test_decay_mask_and_stage_multipliers():
   params = nnx.state(tiny_model("hnet_2stage"), nnx.Param)
   decay = _flat(decay_mask(params))
-  mult = _flat(lr_multiplier_tree(params, (3.0, 1.7, 0.9), 3))
+  mult = _flat(lr_multiplier_tree(params, (3.0, 1.7, 0.9)))
   assert decay["backbone/residual_proj/kernel"] and decay["backbone/inner/router/w_q"]
   for name, d in decay.items():
     if name.endswith(("A_log", "/D", "dt_bias", "embedding", "weight", "bias")) and "conv_weight" not in name:
@@ -28,8 +30,27 @@ def test_decay_mask_and_stage_multipliers():
   assert mult["backbone/router/w_q"] == 3.0
   assert mult["backbone/inner/encoder/norm/weight"] == 1.7
   assert all(v == 0.9 for k, v in mult.items() if "inner/inner/main" in k)
+
+
+def test_hnet_lr_rule_and_its_config_checks():
+  """λ^s = sqrt(N_GPT · share of positions · D^S / D^s): 2stage_XL widths (1024, 1536, 2048), N = (3, 3)."""
+  c = load_config("hnet_2stage_XL", "")
+  cfg = model_config_from_dict(c.model)
+  assert c.opt.lr_multiplier_rule == "hnet"
+  want = (math.sqrt(4.6 * 2048 / 1024), math.sqrt(4.6 / 3 * 2048 / 1536), math.sqrt(4.6 / 9))
+  np.testing.assert_allclose(stage_lr_multipliers(c.opt, cfg), want, rtol=1e-12)
+  np.testing.assert_allclose(hnet_lr_multipliers(cfg, 9.0)[-1], 1.0)  # N_GPT = ∏ N: main network at lr
+  c.opt.lr_multipliers = (1.0, 1.0, 1.0)
+  with pytest.raises(ValueError, match="both set the multipliers"):
+    stage_lr_multipliers(c.opt, cfg)
+  c.opt.lr_multiplier_rule = "none"
+  assert stage_lr_multipliers(c.opt, cfg) == (1.0, 1.0, 1.0)
+  c.opt.lr_multipliers = (1.0, 2.0)
   with pytest.raises(ValueError, match="lr_multipliers has 2 entries"):
-    lr_multiplier_tree(params, (1.0, 2.0), 3)
+    stage_lr_multipliers(c.opt, cfg)
+  c.opt.lr_multipliers, c.opt.lr_multiplier_rule = (), "muP"
+  with pytest.raises(ValueError, match="lr_multiplier_rule='muP'"):
+    stage_lr_multipliers(c.opt, cfg)
 
 
 def test_wsd_and_cosine_schedules():
