@@ -10,7 +10,6 @@
 import dataclasses
 import logging
 import os
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -49,12 +48,10 @@ def main(argv):
   from hnet import evaluation  # pylint: disable=import-outside-toplevel
   opts = evaluation.Options(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(evaluation.Options)})
   overrides = config_flags.get_override_values(FLAGS["config"])
-  try:
-    evaluation.main(argv[1] if len(argv) > 1 else "bpb", workdir=None if FLAGS.checkpoint else FLAGS.workdir,
-                    checkpoint=FLAGS.checkpoint, step=FLAGS.step, overrides=overrides, opts=opts)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"eval.py: error: {e}")
+  evaluation.main(argv[1] if len(argv) > 1 else "bpb", workdir=None if FLAGS.checkpoint else FLAGS.workdir,
+                  checkpoint=FLAGS.checkpoint, step=FLAGS.step, overrides=overrides, opts=opts)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from hnet import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main, "eval.py")

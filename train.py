@@ -45,4 +45,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from hnet import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main, "train.py")
