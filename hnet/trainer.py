@@ -27,7 +27,7 @@ from hnet.config import ModelConfig, model_config_from_dict
 from hnet.flops import flops_per_byte
 from hnet.loss import (LN2, ControllerState, cross_entropy, router_loss_weights, target_delete_rate,
                        update_controller)
-from hnet.metrics import MetricWriter, device_peak_flops
+from hnet.metrics import EvalTotals, MetricWriter, device_peak_flops
 from hnet.model import HNetLM, count_params
 from hnet.optim import make_optimizer, stage_lr_multipliers
 
@@ -105,7 +105,7 @@ def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
 def make_eval_step(graphdef):
   def eval_step(params, batch: dict) -> dict:
     _, (nll_sum, count, _, metrics) = loss_and_stats(params, graphdef, batch, (), train=False)
-    return {"nll_sum": nll_sum, "count": count, **metrics}
+    return {"nll_sum": nll_sum, "count": count, "positions": jnp.sum(batch["segment_ids"] > 0), **metrics}
 
   return eval_step
 
@@ -154,21 +154,15 @@ def to_global(batch_np: dict, batch_sharding: NamedSharding) -> dict:
   return out
 
 
-def evaluate(eval_step_fn, params, data_iter, batch_sharding, max_batches: int = -1) -> dict:
-  """Exact bits/byte over the iterator (or its first `max_batches` batches) and mean router stats."""
-  nll, count, sums, n = 0.0, 0.0, {}, 0
+def evaluate(eval_step_fn, params, data_iter, batch_sharding, num_stages: int, max_batches: int = -1) -> dict:
+  """Exact bits/byte over the iterator (or its first `max_batches` batches), compression and mean router stats."""
+  totals = EvalTotals(num_stages)
   for i, batch in enumerate(data_iter):
     if 0 <= max_batches <= i:
       break
     out = jax.device_get(eval_step_fn(params, to_global(batch, batch_sharding)))
-    nll += float(out.pop("nll_sum"))
-    count += float(out.pop("count"))
-    for k, v in out.items():
-      sums[k] = sums.get(k, 0.0) + float(v)
-    n += 1
-  if count == 0:
-    raise ValueError("evaluation saw no target bytes: is the evaluation split empty?")
-  return {"bits_per_byte": nll / count / LN2, "target_bytes": count, **{k: v / n for k, v in sums.items()}}
+    totals.add(out.pop("nll_sum"), out.pop("count"), out.pop("positions"), out)
+  return totals.scalars()
 
 
 class ShardedIterator:
@@ -316,7 +310,8 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   def run_eval(step: int) -> dict:
     final_eval = step == c.train.num_steps and c.train.full_final_eval
     with jax.set_mesh(mesh):
-      out = evaluate(eval_step, state.params, eval_iter(), batch_sharding, -1 if final_eval else c.train.eval_batches)
+      out = evaluate(eval_step, state.params, eval_iter(), batch_sharding, model_cfg.num_stages,
+                     -1 if final_eval else c.train.eval_batches)
     writer.write(step, {f"eval/{k}": v for k, v in out.items()})
     return out
 

@@ -22,7 +22,7 @@ from hnet import BOS_ID, EOS_ID, evaluation, sharding, trainer
 from hnet.checkpoint import Checkpointer
 from hnet.config import model_config_from_dict
 from hnet.data import bytes as doc_bytes
-from hnet.evals import boundaries, bpb, documents, loading, mc, noise, packing, robustness, sampling, scoring
+from hnet.evals import boundaries, bpb, documents, loading, mc, packing, perturbations, robustness, sampling, scoring
 from hnet.loss import LN2, ControllerState
 from hnet.optim import make_optimizer
 from tests.helpers import forward, load_config
@@ -211,7 +211,7 @@ def test_noise_scores_the_clean_continuation_after_each_perturbation(loaded):
   assert len(pairs) == 6 and all(len(cont.encode()) <= 16 for _, cont in pairs)
   out = robustness.evaluate(loaded, pairs)
   names = [t["perturbation"] for t in out["tasks"]]
-  assert names == list(noise.PERTURBATIONS)
+  assert names == list(perturbations.PERTURBATIONS)
   cont_bytes = sum(len(cont.encode()) for _, cont in pairs)
   assert out["clean"]["target_bytes"] == cont_bytes  # only continuation bytes count...
   for t in out["tasks"]:

@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from hnet import BOS_ID, chunking
-from hnet.evals import visualize
+from hnet.evals import boundary_rendering
 from hnet.evals.loading import Loaded
 from hnet.model import HNetLM
 
@@ -67,7 +67,7 @@ def run(loaded: Loaded, text: bytes, out_dir: str) -> dict:
     raise ValueError("boundaries needs a hierarchical model: this checkpoint has one stage (router 'none')")
   data, boundaries, probs = extract(loaded, text)
   title = f"{loaded.model_cfg.router} router, step {loaded.step}"
-  paths = visualize.write_report(out_dir, data, boundaries, probs, title=title)
+  paths = boundary_rendering.write_report(out_dir, data, boundaries, probs, title=title)
   stages = []
   for s, b in enumerate(boundaries):
     chunks = int(b.sum()) + (0 if b[0] else 1)  # element 0 always starts a chunk
@@ -75,7 +75,7 @@ def run(loaded: Loaded, text: bytes, out_dir: str) -> dict:
                    "boundaries": [int(i) for i in np.flatnonzero(b)],
                    "probs": [round(float(p), 4) for p in probs[s]]})
   return {"step": loaded.step, "bytes": len(data), "stages": stages, "files": paths,
-          "terminal": visualize.to_terminal(data, boundaries)}
+          "terminal": boundary_rendering.to_terminal(data, boundaries)}
 
 
 def rows(result: dict) -> list[dict]:

@@ -1,6 +1,6 @@
 """Multiple-choice continuation accuracy with a restored model, clean and per perturbation.
 
-Items come from held-out documents (`multiple_choice.build_items`) or from a locally
+Items come from held-out documents (`mc_items.build_items`) or from a locally
 prepared TFDS `hellaswag` (array_record, under the data dir). The log-likelihood function
 packs every (context, choice) pair into rows of data.seq_len (BOS + context + choice, the
 context cut from the left to fit) and runs the jitted scorer on batches of a fixed shape,
@@ -11,11 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
-from hnet.evals import multiple_choice, packing, robustness, scoring
+from hnet.evals import mc_items, packing, robustness, scoring
 from hnet.evals.loading import Loaded
 
 
-def loglik_fn(loaded: Loaded) -> multiple_choice.LogLikFn:
+def loglik_fn(loaded: Loaded) -> mc_items.LogLikFn:
   """Batched (contexts, continuations) -> log-likelihood (nats) of each continuation."""
   c = loaded.config
   scorer = scoring.Scorer(loaded)
@@ -28,13 +28,13 @@ def loglik_fn(loaded: Loaded) -> multiple_choice.LogLikFn:
   return fn
 
 
-def document_items(texts: Sequence[str], c) -> list[multiple_choice.MCItem]:
+def document_items(texts: Sequence[str], c) -> list[mc_items.MCItem]:
   ctx, cont = robustness.budgets(c)
-  return multiple_choice.build_items(list(texts), num_items=c.eval.num_items, context_bytes=ctx,
+  return mc_items.build_items(list(texts), num_items=c.eval.num_items, context_bytes=ctx,
                                      continuation_bytes=cont, num_choices=c.eval.mc_choices, seed=c.eval.seed)
 
 
-def hellaswag_items(data_cfg, split: str, limit: int) -> list[multiple_choice.MCItem]:
+def hellaswag_items(data_cfg, split: str, limit: int) -> list[mc_items.MCItem]:
   """Items from TFDS `hellaswag` prepared (array_record) under the data dir."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from tensorflow_datasets.text import hellaswag  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
@@ -50,15 +50,15 @@ def hellaswag_items(data_cfg, split: str, limit: int) -> list[multiple_choice.MC
         f"tfds.builder('hellaswag', data_dir='{data_dir}', file_format='array_record').download_and_prepare()\""
     ) from None
   n = len(source) if limit < 0 else min(len(source), 4 * limit)  # the test split has no labels
-  items = multiple_choice.items_from_hellaswag(source[i] for i in range(n))
+  items = mc_items.items_from_hellaswag(source[i] for i in range(n))
   return items if limit < 0 else items[:limit]
 
 
-def evaluate(loaded: Loaded, items: Sequence[multiple_choice.MCItem],
+def evaluate(loaded: Loaded, items: Sequence[mc_items.MCItem],
              perturbations: Sequence[str] | None = None) -> dict:
   c = loaded.config
   perturbations = list(c.eval.perturbations if perturbations is None else perturbations)
-  out = multiple_choice.score_noise_suite(items, loglik_fn(loaded), perturbations=perturbations,
+  out = mc_items.score_noise_suite(items, loglik_fn(loaded), perturbations=perturbations,
                                           targets=tuple(c.eval.mc_targets), seed=c.eval.seed)
   return {"step": loaded.step, "num_items": len(items),
           "num_choices": max((len(it.choices) for it in items), default=0), **out}

@@ -2,7 +2,7 @@
 
 Pairs (context, continuation) are cut from held-out documents with the multiple-choice
 item builder (same seeded, word-aligned cuts; the distractor is unused). For every
-perturbation of hnet.evals.noise, item k's context is noised with seed + k; the
+perturbation of hnet.evals.perturbations, item k's context is noised with seed + k; the
 continuation stays clean. Each row holds BOS + context + continuation, the context keeping
 its last bytes that fit in data.seq_len; only continuation bytes are scored, so every task
 scores the same bytes and the degradation is the bits/byte difference to the clean context.
@@ -10,7 +10,8 @@ scores the same bytes and the degradation is the bits/byte difference to the cle
 # pylint: disable=invalid-name
 from typing import Sequence
 
-from hnet.evals import multiple_choice, noise, packing, scoring
+from hnet.evals import mc_items, packing, scoring
+from hnet.evals.perturbations import perturb
 from hnet.evals.loading import Loaded
 
 
@@ -28,7 +29,7 @@ def budgets(c) -> tuple[int, int]:
 def make_pairs(texts: Sequence[str], c) -> list[tuple[str, str]]:
   """Up to eval.num_items (context, continuation) pairs from documents, deterministic in eval.seed."""
   ctx, cont = budgets(c)
-  items = multiple_choice.build_items(list(texts), num_items=c.eval.num_items, context_bytes=ctx,
+  items = mc_items.build_items(list(texts), num_items=c.eval.num_items, context_bytes=ctx,
                                       continuation_bytes=cont, num_choices=2, seed=c.eval.seed)
   return [(it.context, it.choices[it.label]) for it in items]
 
@@ -48,13 +49,13 @@ def evaluate(loaded: Loaded, pairs: Sequence[tuple[str, str]],
   c = loaded.config
   perturbations = list(c.eval.perturbations if perturbations is None else perturbations)
   for p in perturbations:
-    noise.perturb(p, "", 0)  # unknown names fail before any work
+    perturb(p, "", 0)  # unknown names fail before any work
   scorer = scoring.Scorer(loaded)
   B = loaded.batch_size(c.eval.batch_size)
   continuations = [cont.encode("utf-8") for _, cont in pairs]
   results = {}
   for name in ["clean", *perturbations]:
-    contexts = [(ctx if name == "clean" else noise.perturb(name, ctx, c.eval.seed + k)).encode("utf-8")
+    contexts = [(ctx if name == "clean" else perturb(name, ctx, c.eval.seed + k)).encode("utf-8")
                 for k, (ctx, _) in enumerate(pairs)]
     segs = segments(contexts, continuations, c.data.seq_len)
     out = scoring.run(scorer, packing.batches(packing.pack(segs, c.data.seq_len), B))

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from hnet.evals import visualize as vis
+from hnet.evals import boundary_rendering as vis
 
 TEXT = "The cat <script>alert(1)</script> sat.\nçava 日本語 🙂".encode()
 

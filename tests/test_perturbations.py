@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from hnet.evals import noise
+from hnet.evals import perturbations
 
 LONG = " ".join(random.Random(1).choice(["alpha", "Beta", "gamma", "delta,", "EPS", "zeta."])
                 for _ in range(1000))
@@ -13,24 +13,24 @@ SEEDED = ["drop", "randomcase", "repeat", "typo"]
 
 @pytest.mark.parametrize("name", SEEDED)
 def test_seeded_is_deterministic(name):
-  assert noise.perturb(name, LONG, 3) == noise.perturb(name, LONG, 3)
-  assert noise.perturb(name, LONG, 3) != noise.perturb(name, LONG, 4)
+  assert perturbations.perturb(name, LONG, 3) == perturbations.perturb(name, LONG, 3)
+  assert perturbations.perturb(name, LONG, 3) != perturbations.perturb(name, LONG, 4)
 
 
 def test_drop_rate():
-  out = noise.drop(LONG, rate=0.1, seed=0)
+  out = perturbations.drop(LONG, rate=0.1, seed=0)
   assert len(LONG) - len(out) == round(0.1 * len(LONG))
   assert abs(len(out) / len(LONG) - 0.9) < 0.01
 
 
 def test_uppercase_idempotent_and_antspeak():
-  assert noise.upper_case(noise.upper_case(LONG)) == noise.upper_case(LONG)
-  assert noise.ant_speak("ab") == "A B"
-  assert noise.ant_speak("a b") == "A   B"
+  assert perturbations.upper_case(perturbations.upper_case(LONG)) == perturbations.upper_case(LONG)
+  assert perturbations.ant_speak("ab") == "A B"
+  assert perturbations.ant_speak("a b") == "A   B"
 
 
 def test_randomcase_preserves_casefold_and_mixes():
-  out = noise.random_case(LONG, seed=1)
+  out = perturbations.random_case(LONG, seed=1)
   assert out.casefold() == LONG.casefold()
   letters = [c for c in out if c.isalpha()]
   frac_upper = sum(c.isupper() for c in letters) / len(letters)
@@ -42,7 +42,7 @@ def _collapse(s):
 
 
 def test_repeat_only_duplicates_neighbours():
-  out = noise.repeat(LONG, rate=0.2, max_repeats=4, seed=2)
+  out = perturbations.repeat(LONG, rate=0.2, max_repeats=4, seed=2)
   assert _collapse(out) == _collapse(LONG)
   # Expected growth: rate * len * mean(1..4) = 0.2 * 2.5 = 0.5 of the length.
   growth = (len(out) - len(LONG)) / len(LONG)
@@ -50,13 +50,13 @@ def test_repeat_only_duplicates_neighbours():
 
 
 def test_nospace():
-  out = noise.no_space("a b\tc\nd  e\u3000f")
+  out = perturbations.no_space("a b\tc\nd  e\u3000f")
   assert out == "abcdef"
-  assert not any(c.isspace() for c in noise.no_space(LONG))
+  assert not any(c.isspace() for c in perturbations.no_space(LONG))
 
 
 def test_typo_rate_and_keyboard():
-  out = noise.typo(LONG, rate=0.05, seed=0)
+  out = perturbations.typo(LONG, rate=0.05, seed=0)
   assert len(out) == len(LONG)
   changed = [i for i, (a, b) in enumerate(zip(LONG, out)) if a != b]
   assert 0 < len(changed) <= 2 * round(0.05 * len(LONG))
@@ -66,7 +66,7 @@ def test_typo_rate_and_keyboard():
     if out[i] in window:
       continue
     near = {n.upper() if c.isupper() else n
-            for c in window for n in noise.QWERTY_NEIGHBOURS.get(c.lower(), "")}
+            for c in window for n in perturbations.QWERTY_NEIGHBOURS.get(c.lower(), "")}
     assert out[i] in near
     subs += 1
   assert subs > 0
@@ -75,36 +75,36 @@ def test_typo_rate_and_keyboard():
 def test_typo_substitution_pools():
   text = "Ωμέγα!"
   for seed in range(20):
-    out = noise.typo(text, rate=1.0, seed=seed)
+    out = perturbations.typo(text, rate=1.0, seed=seed)
     assert sorted(out) != [] and set(out) <= set(text)  # non-ASCII draws from the text itself
 
 
 def test_qwerty_neighbours_are_symmetric():
-  for k, near in noise.QWERTY_NEIGHBOURS.items():
+  for k, near in perturbations.QWERTY_NEIGHBOURS.items():
     assert near and k not in near
-    assert all(k in noise.QWERTY_NEIGHBOURS[j] for j in near)
+    assert all(k in perturbations.QWERTY_NEIGHBOURS[j] for j in near)
 
 
-@pytest.mark.parametrize("name", sorted(noise.PERTURBATIONS))
+@pytest.mark.parametrize("name", sorted(perturbations.PERTURBATIONS))
 def test_multibyte_safe(name):
   for seed in range(3):
-    out = noise.perturb(name, MULTI, seed)
+    out = perturbations.perturb(name, MULTI, seed)
     out.encode("utf-8")  # no lone surrogates or split characters
     if name in ("drop", "repeat", "typo"):
       # MULTI's ASCII letters may be substituted by QWERTY neighbours; nothing else is new.
       assert all(c in MULTI or (name == "typo" and c.isascii() and c.isalpha()) for c in out)
 
 
-@pytest.mark.parametrize("name", sorted(noise.PERTURBATIONS))
+@pytest.mark.parametrize("name", sorted(perturbations.PERTURBATIONS))
 def test_empty(name):
-  assert noise.perturb(name, "", 0) == ""
+  assert perturbations.perturb(name, "", 0) == ""
 
 
 def test_unknown_name():
   with pytest.raises(ValueError, match="known: antspeak, drop"):
-    noise.perturb("shout", "x", 0)
+    perturbations.perturb("shout", "x", 0)
 
 
 def test_bad_rate():
   with pytest.raises(ValueError, match="rate"):
-    noise.drop("abc", rate=1.5)
+    perturbations.drop("abc", rate=1.5)

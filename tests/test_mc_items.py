@@ -4,7 +4,7 @@ import random
 import numpy as np
 import pytest
 
-from hnet.evals import multiple_choice as mc
+from hnet.evals import mc_items as mc
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho".split()
 

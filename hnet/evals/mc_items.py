@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from hnet.evals import noise
+from hnet.evals import perturbations
 
 LogLikFn = Callable[[list[bytes], list[bytes]], Sequence[float]]
 TARGETS = ("context", "continuation", "both")
@@ -130,15 +130,15 @@ def score_items(items: Sequence[MCItem], loglik_fn: LogLikFn, *, perturbation: s
   if perturb_target not in TARGETS:
     raise ValueError(f"perturb_target must be one of {TARGETS}, got {perturb_target!r}")
   if perturbation is not None:
-    noise.perturb(perturbation, "", 0)  # fail early, before any work, on an unknown name
+    perturbations.perturb(perturbation, "", 0)  # fail early, before any work, on an unknown name
   contexts, continuations = [], []
   for k, item in enumerate(items):
     ctx, choices = item.context, list(item.choices)
     if perturbation is not None:
       if perturb_target in ("context", "both"):
-        ctx = noise.perturb(perturbation, ctx, seed + k)
+        ctx = perturbations.perturb(perturbation, ctx, seed + k)
       if perturb_target in ("continuation", "both"):
-        choices = [noise.perturb(perturbation, ch, seed + k) for ch in choices]
+        choices = [perturbations.perturb(perturbation, ch, seed + k) for ch in choices]
     for ch in choices:
       contexts.append(ctx.encode("utf-8"))
       continuations.append(ch.encode("utf-8"))
@@ -159,7 +159,7 @@ def score_items(items: Sequence[MCItem], loglik_fn: LogLikFn, *, perturbation: s
 
 
 def score_noise_suite(items: Sequence[MCItem], loglik_fn: LogLikFn, *,
-                      perturbations: Iterable[str] = tuple(noise.PERTURBATIONS),
+                      perturbations: Iterable[str] = tuple(perturbations.PERTURBATIONS),
                       targets: Iterable[str] = TARGETS, seed: int = 0) -> dict[str, Any]:
   """Clean score plus every (perturbation, target) task, and the mean over noised tasks (BLT)."""
   clean = score_items(items, loglik_fn, seed=seed)
