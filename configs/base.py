@@ -36,7 +36,10 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.model.num_heads = (4, 4)  # attention heads per stage
   c.model.rotary_dim = (-1, -1)  # RoPE dims per head per stage; -1 = half the head dim
   c.model.window = (-1, -1)  # attention window per stage (keys before the query); -1 = global
-  c.model.router = "cosine"  # 'cosine' (H-Net), 'delete_gate' (MrT5), 'whitespace', 'stride', 'none' (flat)
+  c.model.router = "cosine"  # 'cosine' (H-Net), 'delete_gate' (MrT5), 'whitespace', 'stride', 'entropy' (BLT), 'none' (flat)
+  c.model.entropy_model = config_dict.placeholder(str)  # router='entropy': work dir of a byte LM trained with configs/entropy_lm.py
+  c.model.entropy_threshold = 2.0  # router='entropy': θ in nats (python -m hnet.calibrate_entropy measures it for target_ratio)
+  c.model.entropy_rule = "global"  # router='entropy': 'global' H[t-1] > θ, or 'monotonic' H[t-1] - H[t-2] > θ (BLT)
   c.model.target_ratio = (4.0,)  # target compression N per outer stage (bytes per chunk)
   c.model.capacity_slack = 1.5  # chunk capacity = ceil(L / N * slack), rounded up to capacity_multiple
   c.model.capacity_multiple = 8  # tile that chunk capacities are rounded up to

@@ -9,12 +9,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import fractions
+import json
+import os
 import re
 from typing import Any, Sequence
 
 import jax.numpy as jnp
 
-ROUTERS = ("cosine", "delete_gate", "whitespace", "stride", "none")
+ROUTERS = ("cosine", "delete_gate", "whitespace", "stride", "entropy", "none")
+ENTROPY_RULES = ("global", "monotonic")
 LAYER_LETTERS = "mMtT"
 _TOKEN_RE = re.compile(r"([mMtT])(\d+)")
 
@@ -128,6 +131,10 @@ class ModelConfig:
   remat: str = "full"
   init_std: float = 0.02
   vocab_size: int = 256
+  entropy_lm: "ModelConfig | None" = None  # router='entropy': the frozen byte LM (from model.entropy_model)
+  entropy_model: str = ""  # its train.py work dir (weights are loaded from there at step 0)
+  entropy_threshold: float = 0.0  # θ in nats (global rule) or of the entropy rise (monotonic rule)
+  entropy_rule: str = "global"
 
   def __post_init__(self):
     if self.router not in ROUTERS:
@@ -137,8 +144,17 @@ class ModelConfig:
                        "\"['m2', ['T4'], 'm2']\"; a flat layout like \"['T4']\" uses router='none'")
     if len(self.stages) > 1 and self.router == "none":
       raise ValueError("model.router='none' is the flat baseline: give a one-stage layout such as \"['T4']\"")
-    if self.router == "whitespace" and len(self.stages) > 2:
-      raise ValueError("model.router='whitespace' chunks bytes into words: only one outer stage is supported")
+    if self.router in ("whitespace", "entropy") and len(self.stages) > 2:
+      raise ValueError(f"model.router={self.router!r} reads the bytes: only one outer stage is supported")
+    if self.router == "entropy":
+      if self.entropy_lm is None:
+        raise ValueError("model.router='entropy' needs model.entropy_model: the work dir of a byte LM trained "
+                         "with configs/entropy_lm.py")
+      if self.entropy_lm.router != "none" or self.entropy_lm.vocab_size != self.vocab_size:
+        raise ValueError(f"model.entropy_model={self.entropy_model!r} is not a flat byte LM (its router is "
+                         f"{self.entropy_lm.router!r}): train one with configs/entropy_lm.py")
+      if self.entropy_rule not in ENTROPY_RULES:
+        raise ValueError(f"model.entropy_rule={self.entropy_rule!r}: use one of {ENTROPY_RULES}")
     if self.router == "delete_gate":
       inner = self.stages[1]
       if len(self.stages) != 2 or any(g.mixer != "attention" for g in inner.main):
@@ -226,6 +242,22 @@ def _per_stage(value, n: int, key: str, cast=int) -> tuple:
   return tuple(cast(v) for v in values)
 
 
+def entropy_lm_config(workdir: str) -> ModelConfig:
+  """The model config of a byte LM's train.py work dir (`config.json`), for the entropy router."""
+  path = os.path.join(os.path.expanduser(workdir), "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"model.entropy_model={workdir!r}: no train.py work dir there ({path} does not "
+                            "exist); train one: python train.py --config configs/entropy_lm.py --workdir "
+                            f"{workdir}")
+  try:
+    with open(path, encoding="utf-8") as f:
+      stored = json.load(f)["model"]
+    return model_config_from_dict(stored)
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"model.entropy_model={workdir!r}: incompatible config in {path} "
+                     f"({type(e).__name__}: {e})") from None
+
+
 def _round_up(x: int, multiple: int) -> int:
   return -(-x // multiple) * multiple
 
@@ -257,9 +289,15 @@ def model_config_from_dict(c) -> ModelConfig:
         decoder=() if innermost else groups[len(groups) - 1 - s],
         target_ratio=1.0 if innermost else ratios[s],
     ))
+  entropy = {}
+  if get("router") == "entropy":
+    workdir = c["entropy_model"] or ""
+    entropy = dict(entropy_lm=entropy_lm_config(workdir) if workdir else None, entropy_model=workdir,
+                   entropy_threshold=float(get("entropy_threshold")), entropy_rule=get("entropy_rule"))
   return ModelConfig(
       stages=tuple(stages),
       router=get("router"),
+      **entropy,
       capacity_slack=float(get("capacity_slack")),
       capacity_multiple=int(get("capacity_multiple")),
       delete_gate_scale=float(get("delete_gate_scale")),

@@ -11,6 +11,8 @@ Conventions (documented in docs/model.md):
   2 Q G N (C·Bᵀ) + 2 Q H P (intra-chunk mixing) + 2 H P N (chunk states) + 2 H P N (state→output).
 - Elementwise work (norms, activations, conv, routing cosine, smoothing) is not counted,
   except the depthwise conv (2 W per channel) and the router / residual projections, which are matmuls.
+- A frozen sub-model (BLT's entropy LM) runs its forward pass only, in training too: with
+  train=True it counts a third of its forward FLOPs, so that 3 x the total is a training step's.
 """
 from hnet.config import LayerGroup, ModelConfig, StageConfig
 
@@ -75,6 +77,8 @@ def flops_breakdown(cfg: ModelConfig, seq_len: int, *, train: bool = False, basi
       elif cfg.router == "delete_gate":
         add(f"stage{s}/router", 2 * st.d_model, length)
   out["lm_head"] = 2 * cfg.stages[0].d_model * cfg.vocab_size
+  if cfg.entropy_lm is not None:
+    out["stage0/entropy_lm"] = flops_per_byte(cfg.entropy_lm, seq_len, basis=basis) / (3 if train else 1)
   return out
 
 

@@ -19,6 +19,7 @@ from hnet import BOS_ID, EOS_ID
 from hnet.model import HNetLM
 from hnet.routers.cosine import CosineRouter
 from hnet.routers.delete_gate import DeleteGateRouter
+from hnet.routers.entropy import EntropyRouter, next_byte_entropy, starts_chunk
 from hnet.routers.stride import StrideRouter
 from hnet.routers.whitespace import WhitespaceRouter, spacelike
 from hnet.stack import Block, Stack
@@ -42,6 +43,14 @@ class StageState(NamedTuple):
   prev_hidden_BD: jax.Array  # last encoder output (cosine router)
   prev_token_B: jax.Array  # last byte (whitespace router)
   last_value_BD: jax.Array  # last smoothed / inner output (dechunking)
+  router: Any = None  # router-specific state (EntropyState)
+
+
+class EntropyState(NamedTuple):
+  """The entropy router's frozen LM state and the entropies of the two previous bytes."""
+  lm: StageState
+  h_prev_B: jax.Array
+  h_prev2_B: jax.Array
 
 
 ROW_FIELDS = ("position_B", "chunks_B", "prev_hidden_BD", "prev_token_B", "last_value_BD")
@@ -141,6 +150,10 @@ def init_stage_state(stage: Stage, batch: int, lengths: list[int], dtype) -> Sta
     return StageState(None, None, init_stack_cache(stage.main, batch, lengths[s], dtype), None,
                       zeros_B, zeros_B, jnp.zeros((batch, 0)), zeros_B, jnp.zeros((batch, 0)))
   d = stage.residual_proj.in_features
+  router = None
+  if isinstance(stage.router, EntropyRouter):
+    zeros_f = jnp.zeros((batch,), jnp.float32)
+    router = EntropyState(init_stage_state(stage.router.entropy_lm.backbone, batch, lengths, dtype), zeros_f, zeros_f)
   return StageState(
       encoder=init_stack_cache(stage.encoder, batch, lengths[s], dtype),
       decoder=init_stack_cache(stage.decoder, batch, lengths[s], dtype),
@@ -149,15 +162,25 @@ def init_stage_state(stage: Stage, batch: int, lengths: list[int], dtype) -> Sta
       position_B=zeros_B, chunks_B=zeros_B,
       prev_hidden_BD=jnp.zeros((batch, d), jnp.float32),
       prev_token_B=zeros_B,
-      last_value_BD=jnp.zeros((batch, d), jnp.float32))
+      last_value_BD=jnp.zeros((batch, d), jnp.float32),
+      router=router)
 
 
-def _route(router, h_BD, st: StageState, token_B):
-  """(boundary_B, probability_B) for the new position; the first position is always a boundary."""
+def _route(router, h_BD, st: StageState, token_B, active_B):
+  """(boundary_B, probability_B, router state) for the new position; the first position is a boundary."""
   first_B = st.position_B == 0
   if isinstance(router, CosineRouter):
     p_B = jnp.where(first_B, 1.0, router.probability(st.prev_hidden_BD[:, None], h_BD[:, None])[:, 0])
-    return p_B > 0.5, p_B
+    return p_B > 0.5, p_B, st.router
+  if isinstance(router, EntropyRouter):  # decide from earlier entropies, then read this byte
+    lm = router.entropy_lm
+    es: EntropyState = st.router
+    b_B = first_B | starts_chunk(es.h_prev_B, es.h_prev2_B, st.position_B, rule=router.rule,
+                                 threshold=router.threshold)
+    y_BD, lm_state = stage_step(lm.backbone, lm.embed(token_B), token_B, es.lm, active_B, [])
+    h_B = jnp.where(active_B, next_byte_entropy(lm.lm_head(y_BD)), es.h_prev_B)
+    h_prev_B = jnp.where(active_B, es.h_prev_B, es.h_prev2_B)
+    return b_B, b_B.astype(jnp.float32), EntropyState(lm_state, h_B, h_prev_B)
   if isinstance(router, DeleteGateRouter):
     g_B = router.gate(h_BD[:, None])[:, 0]
     b_B = first_B | (g_B > router.scale / 2)
@@ -168,7 +191,7 @@ def _route(router, h_BD, st: StageState, token_B):
     b_B = st.position_B % router.stride == 0
   else:
     raise TypeError(f"no step rule for router {type(router).__name__}")
-  return b_B, b_B.astype(jnp.float32)
+  return b_B, b_B.astype(jnp.float32), st.router
 
 
 def stage_step(stage: Stage, x_BD, token_B, st: StageState, active_B, budgets: list[int],
@@ -187,7 +210,7 @@ def stage_step(stage: Stage, x_BD, token_B, st: StageState, active_B, budgets: l
 
   h_BD, encoder = stack_step(stage.encoder, x_BD, st.position_B, st.encoder, active_B)
   res_BD = stage.residual_proj(h_BD)
-  boundary_B, p_B = _route(stage.router, h_BD, st, token_B)
+  boundary_B, p_B, router_state = _route(stage.router, h_BD, st, token_B, active_B)
   boundary_B &= st.chunks_B < budgets[stage.index]
   inner_position_B = st.position_B if isinstance(stage.router, DeleteGateRouter) else None
   z_BD, inner = stage_step(stage.inner, h_BD, token_B, st.inner, active_B & boundary_B, budgets,
@@ -200,7 +223,7 @@ def stage_step(stage: Stage, x_BD, token_B, st: StageState, active_B, budgets: l
     value_BD = jnp.where(boundary_B[:, None], z_BD, st.last_value_BD)
   y_BD, decoder = stack_step(stage.decoder, value_BD + res_BD, st.position_B, st.decoder, active_B)
   new = StageState(encoder, decoder, None, inner, st.position_B + 1, st.chunks_B + boundary_B.astype(jnp.int32),
-                   h_BD, token_B, value_BD)
+                   h_BD, token_B, value_BD, router_state)
   return y_BD[:, : stage.d_outer], _select_rows(active_B, new, st)
 
 

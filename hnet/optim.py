@@ -9,6 +9,8 @@ from hnet.model import stage_of_param
 
 # Parameters named like these get no weight decay: norms, biases, embeddings, Mamba2's A/D/dt.
 NO_DECAY_NAMES = ("bias", "b", "conv_bias", "dt_bias", "A_log", "D", "embedding", "pad_dimension", "weight")
+# Sub-models whose parameters stay as loaded (BLT's entropy LM): no update, no optimizer state.
+FROZEN_MODULES = ("entropy_lm",)
 
 
 def path_names(path) -> tuple[str, ...]:
@@ -22,6 +24,10 @@ def path_names(path) -> tuple[str, ...]:
     else:
       names.append(str(k))
   return tuple(n for n in names if n != "value")
+
+
+def is_frozen(path) -> bool:
+  return any(name in FROZEN_MODULES for name in path_names(path))
 
 
 def decay_mask(params):
@@ -70,10 +76,11 @@ def lr_multiplier_tree(params, multipliers: tuple[float, ...]):
       lambda path, _: float(multipliers[stage_of_param(path_names(path))]), params)
 
 
-def scale_by_tree(multipliers) -> optax.GradientTransformation:
+def scale_by_tree(multipliers_of) -> optax.GradientTransformation:
+  """Multiplies each update by `multipliers_of(updates)` (a tree of floats of the same structure)."""
   def update(updates, state, params=None):
     del params
-    return jax.tree.map(lambda u, m: u * m, updates, multipliers), state
+    return jax.tree.map(lambda u, m: u * m, updates, multipliers_of(updates)), state
 
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
@@ -97,11 +104,17 @@ def make_optimizer(c_opt, params, *, num_steps: int, model_cfg: ModelConfig
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optax chain used by the trainer, and its schedule (for logging)."""
   schedule = learning_rate_schedule(c_opt, num_steps)
+  multipliers = stage_lr_multipliers(c_opt, model_cfg)
+  # Masks and multipliers are functions of the tree they get: under multi_transform that tree
+  # holds the trainable parameters only.
   tx = optax.chain(
       optax.clip_by_global_norm(c_opt.grad_clip) if c_opt.grad_clip > 0 else optax.identity(),
       optax.scale_by_adam(b1=c_opt.b1, b2=c_opt.b2, eps=c_opt.eps),
-      optax.add_decayed_weights(c_opt.weight_decay, mask=decay_mask(params)),
+      optax.add_decayed_weights(c_opt.weight_decay, mask=decay_mask),
       optax.scale_by_learning_rate(schedule),
-      scale_by_tree(lr_multiplier_tree(params, stage_lr_multipliers(c_opt, model_cfg))),
+      scale_by_tree(lambda tree: lr_multiplier_tree(tree, multipliers)),
   )
+  labels = jax.tree_util.tree_map_with_path(lambda p, _: "frozen" if is_frozen(p) else "train", params)
+  if "frozen" in jax.tree.leaves(labels):  # frozen parameters: no update and no optimizer state
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, schedule

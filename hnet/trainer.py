@@ -130,6 +130,29 @@ def make_model(model_cfg: ModelConfig, mesh, seed: int):
   return graphdef, params, params_sharding
 
 
+def load_frozen_params(model_cfg: ModelConfig, params, params_sharding, mesh):
+  """Parameters of frozen sub-models replaced by their checkpoints' (BLT's entropy LM); others unchanged."""
+  if model_cfg.router != "entropy":
+    return params
+  from hnet.evals import loading  # pylint: disable=import-outside-toplevel
+  where = f"model.entropy_model={model_cfg.entropy_model!r}"
+  try:
+    loaded = loading.load(model_cfg.entropy_model, devices=list(mesh.devices.flat))
+  except (FileNotFoundError, ValueError) as e:
+    raise type(e)(f"{where}: {e}") from None
+  target = params["backbone"]["router"]["entropy_lm"]
+  have, want = loading.param_shapes(loaded.params), loading.param_shapes(target)
+  if have != want:
+    name = next(n for n in sorted(set(have) | set(want)) if have.get(n) != want.get(n))
+    raise ValueError(f"{where}: its checkpoint does not match the entropy LM built from its config: parameter "
+                     f"{'/'.join(name)} has shape {have.get(name)} there but {want.get(name)} here")
+  with jax.set_mesh(mesh):
+    params["backbone"]["router"]["entropy_lm"] = jax.device_put(
+        loaded.params, params_sharding["backbone"]["router"]["entropy_lm"])
+  log.info("entropy LM: step %d of %s (frozen)", loaded.step, loaded.checkpoint_dir)
+  return params
+
+
 def init_train_state(params, tx, mesh) -> tuple[TrainState, Any]:
   """Step 0 state on the mesh and its sharding (optimizer state follows the params; scalars replicated)."""
   with jax.set_mesh(mesh):
@@ -275,6 +298,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
 
   # --- model & optimizer ---------------------------------------------------------------------
   graphdef, params, params_sharding = make_model(model_cfg, mesh, c.seed)
+  params = load_frozen_params(model_cfg, params, params_sharding, mesh)
   tx, schedule = make_optimizer(c.opt, params, num_steps=c.train.num_steps, model_cfg=model_cfg)
   log.info("per-stage lr multipliers (outer -> inner): %s",
            ", ".join(f"{m:.3g}" for m in stage_lr_multipliers(c.opt, model_cfg)))

@@ -1,5 +1,8 @@
 """Shared test utilities: tiny model configs and packed inputs."""
+import functools
 import importlib
+import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -9,11 +12,24 @@ from flax import nnx
 from hnet.config import model_config_from_dict
 from hnet.model import HNetLM
 
-FAMILIES = ("flat", "hnet_1stage", "hnet_2stage", "mrt5", "word", "stride", "default")  # default: local attention
+FAMILIES = ("flat", "hnet_1stage", "hnet_2stage", "mrt5", "word", "stride", "default", "blt")  # default: local attention
+
+
+@functools.cache
+def entropy_lm_workdir() -> str:
+  """A work dir holding only the config of `entropy_lm:tiny`: enough to build a BLT model (random weights)."""
+  workdir = tempfile.mkdtemp(prefix="hnet-entropy-lm-")
+  c = importlib.import_module("configs.entropy_lm").get_config("tiny")
+  with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(c.to_json_best_effort())
+  return workdir
 
 
 def load_config(name: str, variant: str = "tiny"):
-  return importlib.import_module(f"configs.{name}").get_config(variant)
+  c = importlib.import_module(f"configs.{name}").get_config(variant)
+  if c.model.router == "entropy":
+    c.model.entropy_model = entropy_lm_workdir()
+  return c
 
 
 def tiny_model(name: str, seed: int = 0, **model_overrides) -> HNetLM:

@@ -93,7 +93,7 @@ def test_stride_and_word_routers_compress_as_configured():
   assert float(aux["metrics"]["stage0/overflow_frac"]) == 0.0
 
 
-@pytest.mark.parametrize("family", ["hnet_1stage", "hnet_2stage"])
+@pytest.mark.parametrize("family", ["hnet_1stage", "hnet_2stage", "blt"])
 def test_sharded_forward_equals_single_device(family):
   model = tiny_model(family)
   tokens, seg = packed_batch(4, 64, seed=7)

@@ -177,7 +177,7 @@ def read_config(ckpt: Checkpointer, workdir: str, step: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Restore
 # ---------------------------------------------------------------------------------------------
-def _shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
+def param_shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {path_names(p): tuple(x.shape) for p, x in leaves}
 
@@ -192,7 +192,7 @@ def check_compatible(ckpt_dir: str, step: int, abstract_params: nnx.State) -> No
   saved = getattr(meta, "tree", meta)
   if not isinstance(saved, dict) or "params" not in saved:
     raise ValueError(f"checkpoint step {step} under {ckpt_dir} holds no 'params' (not written by train.py?)")
-  have, want = _shapes(saved["params"]), _shapes(abstract_params)
+  have, want = param_shapes(saved["params"]), param_shapes(abstract_params)
   where = f"checkpoint step {step} under {ckpt_dir} does not match the model built from its config"
   for name in sorted(set(have) | set(want)):
     if name not in have:

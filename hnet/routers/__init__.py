@@ -8,6 +8,7 @@ from hnet.config import ModelConfig, StageConfig
 from hnet.routers.base import RouterOutput
 from hnet.routers.cosine import CosineRouter
 from hnet.routers.delete_gate import DeleteGateRouter
+from hnet.routers.entropy import EntropyRouter
 from hnet.routers.stride import StrideRouter
 from hnet.routers.whitespace import WhitespaceRouter
 
@@ -21,6 +22,8 @@ def make_router(cfg: ModelConfig, st: StageConfig, *, rngs: nnx.Rngs) -> nnx.Mod
     return DeleteGateRouter(st.d_model, scale=cfg.delete_gate_scale, rngs=rngs)
   if cfg.router == "whitespace":
     return WhitespaceRouter()
+  if cfg.router == "entropy":
+    return EntropyRouter(cfg, rngs=rngs)
   if cfg.router == "stride":
     return StrideRouter(stride=round(st.target_ratio))
   raise ValueError(f"model.router={cfg.router!r} has no router module")

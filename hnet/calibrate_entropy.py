@@ -1,0 +1,121 @@
+"""Measure BLT's entropy threshold θ that gives `model.target_ratio` bytes per patch on training data.
+
+  python -m hnet.calibrate_entropy --config configs/blt.py --config.model.entropy_model=runs/entropy
+  python -m hnet.calibrate_entropy --config configs/blt.py --config.model.entropy_model=runs/entropy --write
+
+BLT tunes θ until the mean patch size hits its target (their issue #106); this does it in one
+pass: it scores `--batches` training batches with the frozen entropy LM, takes the statistic of
+the configured rule (H[t-1], or H[t-1] - H[t-2] for 'monotonic') at every position the rule
+decides, and picks θ halfway between the two scores where the patch count crosses 1 / N of the
+positions (document starts, and the monotonic rule's byte 1, are patches whatever θ). `--write`
+puts θ into the config file (its `c.model.entropy_threshold = ...` line).
+"""
+# pylint: disable=invalid-name
+import logging
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+from flax import nnx
+from ml_collections import config_flags
+
+from hnet import chunking
+from hnet.config import model_config_from_dict
+from hnet.routers.entropy import next_byte_entropy
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "The BLT config (router 'entropy').", lock_config=True)
+flags.DEFINE_integer("batches", 64, "Training batches to measure on.")
+flags.DEFINE_bool("write", False, "Write θ into the config file.")
+log = logging.getLogger("hnet.calibrate_entropy")
+_THRESHOLD_LINE = re.compile(r"^(\s*c\.model\.entropy_threshold\s*=\s*)([-+0-9.eE]+)(.*)$", re.M)
+
+
+@jax.jit(static_argnames=("graphdef", "rule"))
+def _statistics(params, tokens_BL, segment_ids_BL, *, graphdef, rule: str):
+  """(score_BL, decided_BL, forced_BL): the rule's statistic, where θ decides, where a patch starts anyway."""
+  h_BL = next_byte_entropy(nnx.merge(graphdef, params)(tokens_BL, segment_ids_BL)[0])
+  shift = lambda a_BL: jnp.pad(a_BL[:, :-1], ((0, 0), (1, 0)))  # noqa: E731
+  pos_BL = chunking.positions_in_document(segment_ids_BL)
+  valid_BL = segment_ids_BL > 0
+  if rule == "global":
+    score_BL, first_decided = shift(h_BL), 1
+  else:
+    score_BL, first_decided = shift(h_BL) - shift(shift(h_BL)), 2
+  forced_BL = valid_BL & (pos_BL < first_decided)  # document starts (and byte 1 under 'monotonic')
+  return score_BL, valid_BL & (pos_BL >= first_decided), forced_BL
+
+
+def threshold_for(scores: np.ndarray, positions: int, forced: int, target_ratio: float) -> float:
+  """θ such that (forced + #{scores > θ}) / positions is as close as possible to 1 / target_ratio."""
+  wanted = int(round(positions / target_ratio)) - forced
+  if wanted <= 0 or not len(scores):
+    raise ValueError(f"{forced} forced patch starts in {positions} positions already exceed 1/{target_ratio}: "
+                     "measure on longer rows (data.seq_len)")
+  ranked = np.sort(scores)[::-1]
+  if wanted >= len(ranked):
+    return float(ranked[-1]) - 1.0
+  return float((ranked[wanted - 1] + ranked[wanted]) / 2)
+
+
+def calibrate(c, batches: int) -> dict:
+  """θ for `c` (a config with router 'entropy') and the bytes per patch it gives on the sample."""
+  from hnet.data import pipeline  # pylint: disable=import-outside-toplevel
+  from hnet.evals import loading  # pylint: disable=import-outside-toplevel
+  model_cfg = model_config_from_dict(c.model)
+  if model_cfg.router != "entropy":
+    raise ValueError(f"model.router={model_cfg.router!r}: calibration is for the 'entropy' router")
+  loaded = loading.load(model_cfg.entropy_model, devices=jax.local_devices()[:1])
+  pipeline.prepare(c.data)
+  it = pipeline.make_train_iterator(c.data, global_batch_size=c.train.batch_size, seed=c.seed)
+  scores, positions, forced = [], 0, 0
+  for _ in range(batches):
+    batch = next(it)
+    score_BL, decided_BL, forced_BL = jax.device_get(_statistics(
+        loaded.params, jnp.asarray(batch["inputs"], jnp.int32), jnp.asarray(batch["segment_ids"], jnp.int32),
+        graphdef=loaded.graphdef, rule=model_cfg.entropy_rule))
+    scores.append(np.asarray(score_BL)[np.asarray(decided_BL)])
+    positions += int((np.asarray(batch["segment_ids"]) > 0).sum())
+    forced += int(np.asarray(forced_BL).sum())
+  scores = np.concatenate(scores)
+  n = model_cfg.stages[0].target_ratio
+  theta = threshold_for(scores, positions, forced, n)
+  patches = forced + int((scores > theta).sum())
+  return {"threshold": theta, "rule": model_cfg.entropy_rule, "target_ratio": n,
+          "bytes_per_patch": positions / patches, "positions": positions, "entropy_model": loaded.checkpoint_dir,
+          "entropy_model_step": loaded.step}
+
+
+def write_threshold(config_path: str, theta: float) -> None:
+  """Replaces the value of the `c.model.entropy_threshold = ...` line of a config file."""
+  with open(config_path, encoding="utf-8") as f:
+    text = f.read()
+  new, count = _THRESHOLD_LINE.subn(lambda m: f"{m.group(1)}{theta:.4f}{m.group(3)}", text, count=1)
+  if count != 1:
+    raise ValueError(f"{config_path} has no line 'c.model.entropy_threshold = <number>' to write θ into")
+  with open(config_path, "w", encoding="utf-8") as f:
+    f.write(new)
+
+
+def main(argv):
+  del argv
+  if FLAGS.config is None:
+    raise ValueError("give --config (e.g. configs/blt.py) and --config.model.entropy_model=<work dir>")
+  out = calibrate(FLAGS.config, FLAGS.batches)
+  print(f"θ = {out['threshold']:.4f} nats ({out['rule']} rule): {out['bytes_per_patch']:.3f} bytes per patch "
+        f"on {out['positions']:,} training bytes (target {out['target_ratio']}), entropy LM step "
+        f"{out['entropy_model_step']} of {out['entropy_model']}")
+  if FLAGS.write:
+    path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
+    write_threshold(path, out["threshold"])
+    print(f"written to {path}")
+  else:
+    print(f"use it: --config.model.entropy_threshold={out['threshold']:.4f}  (or rerun with --write)")
+
+
+if __name__ == "__main__":
+  from hnet import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main, "calibrate_entropy")

@@ -1,0 +1,55 @@
+"""BLT entropy patching: a chunk starts where a frozen byte LM is unsure of the byte.
+
+H_t = -Σ_v p(v | x_≤t) ln p(v | x_≤t) is the entropy of the LM's prediction for byte t+1 (nats).
+Byte t starts a chunk iff H_{t-1} > θ (global rule), or H_{t-1} - H_{t-2} > θ (approximately
+monotonic rule, whose first decision, at a document's byte 1, is always a start), as in BLT.
+Document starts always start a chunk. The LM is another checkpoint of this trainer
+(configs/entropy_lm.py): it runs inside the forward pass under `stop_gradient`, and the
+optimizer leaves it untouched (hnet/optim.py, FROZEN).
+"""
+# pylint: disable=invalid-name
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hnet.config import ModelConfig
+from hnet.routers.base import RouterOutput, rule_output, valid_mean
+
+
+def next_byte_entropy(logits_XV: jax.Array) -> jax.Array:
+  """Entropy (nats, float32) of the next-byte distributions over the last axis."""
+  logp_XV = jax.nn.log_softmax(logits_XV.astype(jnp.float32), axis=-1)
+  return -jnp.sum(jnp.exp(logp_XV) * logp_XV, axis=-1)
+
+
+def starts_chunk(h_prev: jax.Array, h_prev2: jax.Array, position: jax.Array, *, rule: str,
+                 threshold: float) -> jax.Array:
+  """BLT's start rule for a byte at `position` in its document, from the two previous entropies."""
+  if rule == "global":
+    return (position >= 1) & (h_prev > threshold)
+  return (position == 1) | ((position >= 2) & (h_prev - h_prev2 > threshold))
+
+
+class EntropyRouter(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    from hnet.model import HNetLM  # pylint: disable=import-outside-toplevel  (models build stages, stages routers)
+    self.entropy_lm = HNetLM(cfg.entropy_lm, rngs=rngs)
+    self.rule = cfg.entropy_rule
+    self.threshold = cfg.entropy_threshold
+
+  def entropies(self, tokens_BL: jax.Array, segment_ids_BL: jax.Array) -> jax.Array:
+    """H_t for every position (float32), documents independent, no gradient."""
+    logits_BLV, _ = self.entropy_lm(tokens_BL, segment_ids_BL)
+    return jax.lax.stop_gradient(next_byte_entropy(logits_BLV))
+
+  def __call__(self, x_BLD, *, tokens_BL, segment_ids_BL, positions_BL, train: bool) -> RouterOutput:
+    del x_BLD, train
+    if tokens_BL is None:
+      raise ValueError("the entropy router needs byte tokens: it only works at the outermost stage")
+    h_BL = self.entropies(tokens_BL, segment_ids_BL)
+    shift = lambda a_BL: jnp.pad(a_BL[:, :-1], ((0, 0), (1, 0)))  # noqa: E731  a[t-1]; positions 0 never read it
+    h_prev_BL = shift(h_BL)
+    start_BL = starts_chunk(h_prev_BL, shift(h_prev_BL), positions_BL, rule=self.rule, threshold=self.threshold)
+    out = rule_output(start_BL, segment_ids_BL)
+    return out._replace(metrics={"entropy_mean": valid_mean(h_BL, segment_ids_BL > 0)})
