@@ -299,7 +299,9 @@ def main(argv):
   from absl import flags  # pylint: disable=import-outside-toplevel
   if len(argv) > 1:
     sys.exit(f"convert: error: unexpected arguments {argv[1:]}")
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   F = flags.FLAGS
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax chatter
   log.addHandler(logging.StreamHandler())
   log.setLevel(logging.INFO)
   try:
