@@ -6,7 +6,8 @@ restricted unpickler: every global it names must be on an allowlist of tensor-re
 functions and storage types, which are mapped to our own inert stand-ins (torch is never
 imported); any other global (`os.system`, `builtins.eval`, ...) stops reading before anything
 is called. Inert metadata that training code leaves on parameters (omegaconf containers in a
-Parameter's `__dict__`, as the official H-Net checkpoints carry) is accepted and dropped.
+Parameter's `__dict__`: the official H-Net `generate.py` loads its published files inside
+`safe_globals([ListConfig])`) is accepted and dropped.
 
 Tensors are returned lazily (`TensorRef`: shape and dtype now, data on `load()`, memory-mapped),
 so names and shapes can be checked before any weight is read.
