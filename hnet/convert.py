@@ -263,12 +263,17 @@ def exact_inference(c) -> None:
   c.model.capacity_slack = float(max([*map(float, c.model.target_ratio), 1.0]))
 
 
-def write_checkpoint(workdir: str, params: nnx.State, config_json: dict) -> str:
-  """`<workdir>/checkpoints/0` with the parameters only (a fine-tune starts from them) and the config."""
-  from hnet.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+def _new_checkpoint_dir(workdir: str) -> str:
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if os.path.isdir(ckpt_dir) and any(d.isdigit() for d in os.listdir(ckpt_dir)):
     raise ValueError(f"{ckpt_dir} already holds checkpoints: give a new --workdir")
+  return ckpt_dir
+
+
+def write_checkpoint(workdir: str, params: nnx.State, config_json: dict) -> str:
+  """`<workdir>/checkpoints/0` with the parameters only (a fine-tune starts from them) and the config."""
+  from hnet.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+  ckpt_dir = _new_checkpoint_dir(workdir)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
     json.dump(config_json, f, indent=2)
@@ -282,14 +287,17 @@ def write_checkpoint(workdir: str, params: nnx.State, config_json: dict) -> str:
 
 def convert_file(path: str, c, workdir: str, official_config: str | None = None) -> dict[str, Any]:
   """Converts `path` for the ConfigDict `c` into `workdir`; returns a summary."""
+  _new_checkpoint_dir(workdir)  # before the (long) conversion
   exact_inference(c)
   cfg = model_config_from_dict(c.model)
   if official_config:
     with open(official_config, encoding="utf-8") as f:
       check_official_config(cfg, json.load(f), official_config)
   tensors = read_state_dict(path)
+  log.info("%s: %d tensors; converting to float32", path, len(tensors))
   params = convert(tensors, cfg, os.path.basename(path))
   n = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+  log.info("writing %s parameters to %s", f"{n:,}", workdir)
   where = write_checkpoint(workdir, params, json.loads(c.to_json_best_effort()))
   return {"checkpoint": where, "tensors": len(tensors), "parameters": n,
           "capacity_slack": c.model.capacity_slack}
