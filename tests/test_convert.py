@@ -75,7 +75,7 @@ def _logits(graphdef, state, tokens_BL, segment_ids_BL):
 
 
 def _forward_both(model, reference):
-  """Logits and per-row metrics of the single and the packed reference input, as rows of one batch."""
+  """Logits and metrics of the single and the packed reference input, each run as one padded row of ROW."""
   tokens, segs = np.zeros((2, ROW), np.int32), np.zeros((2, ROW), np.int32)
   for b, (tok, seg) in enumerate([(reference["single_tokens"], np.ones_like(reference["single_tokens"])),
                                   (reference["packed_tokens"], reference["packed_segment_ids"])]):
