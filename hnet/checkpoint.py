@@ -5,12 +5,20 @@ controller, step), `data` (grain iterator state, per process) and `config` (JSON
 Restoring takes an abstract target carrying shardings, so a checkpoint written on one
 mesh restores onto another. A partial or corrupt latest checkpoint is skipped with a
 warning in favour of the previous good one.
+
+A checkpoint whose `state` holds only `params` (hnet.convert writes one at step 0) is not a
+resumable train state: `restore` passes over it and `restore_params` reads it, so a training
+run in that work dir starts from those parameters with a fresh optimizer (fine-tuning).
 """
 import logging
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from hnet.optim import path_names
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +55,9 @@ class Checkpointer:
   def restore(self, abstract_state: Any, data_iter: Any = None, step: int | None = None
               ) -> tuple[Any, int] | None:
     """Restores `step` (default: the newest one that reads back), or returns None when there is none."""
-    steps = [step] if step is not None else self.all_steps()[::-1]
+    if step is not None and self.params_only(step):
+      raise ValueError(f"checkpoint step {step} under {self.directory} holds parameters only, no train state")
+    steps = [step] if step is not None else [s for s in self.all_steps()[::-1] if not self.params_only(s)]
     _, restore_data = _grain_args() if data_iter is not None else (None, None)
     for s in steps:
       items = {"state": ocp.args.StandardRestore(abstract_state)}
@@ -63,6 +73,40 @@ class Checkpointer:
         continue
       return restored["state"], s
     return None
+
+  def _state_tree(self, step: int):
+    """The saved `state` item's tree of array metadata (None when it cannot be read)."""
+    try:
+      meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(self.directory) / str(step) / "state")
+    except Exception:  # pylint: disable=broad-except  (unfinished or foreign directory)
+      return None
+    return getattr(meta, "tree", meta)
+
+  def params_only(self, step: int) -> bool:
+    """True when checkpoint `step` holds model parameters and nothing else (written by hnet.convert)."""
+    tree = self._state_tree(step)
+    return isinstance(tree, dict) and set(tree) == {"params"}
+
+  def restore_params(self, abstract_params: Any) -> tuple[Any, int] | None:
+    """(params, step) of the newest parameters-only checkpoint, placed as `abstract_params` (ShapeDtypeStructs
+    with shardings) says, or None when there is none. A parameter that differs is a one-line ValueError."""
+    steps = [s for s in self.all_steps()[::-1] if self.params_only(s)]
+    if not steps:
+      return None
+    step = steps[0]
+    shapes = lambda tree: {path_names(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    have, want = shapes(self._state_tree(step)["params"]), shapes(abstract_params)
+    where = f"parameters at step {step} under {self.directory} do not fit the model of this config"
+    for name in sorted(set(have) | set(want)):
+      if have.get(name) != want.get(name):
+        raise ValueError(f"{where}: {'/'.join(name)} has shape {have.get(name)} there, {want.get(name)} here")
+    item = {"params": abstract_params}
+    args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                                  partial_restore=True)
+    # A checkpointer of its own: restoring through the manager would bind `state` to a handler its saves refuse.
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+      restored = reader.restore(epath.Path(self.directory) / str(step) / "state", args=args)
+    return restored["params"], step
 
   def restore_config(self, step: int | None = None) -> dict:
     step = self.latest_step() if step is None else step

@@ -326,6 +326,9 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   if restored is not None:
     state, _ = restored
     log.info("resumed from step %d in %s", int(state.step), ckpt.directory)
+  elif (pretrained := ckpt.restore_params(abstract_with_shardings(state.params, state_sharding.params))):
+    state, _ = init_train_state(pretrained[0], tx, mesh)  # fine-tuning: fresh optimizer, step 0
+    log.info("fine-tuning from the parameters of step %d in %s", pretrained[1], ckpt.directory)
   start_step = int(jax.device_get(state.step))
   if is_main and start_step == 0:
     writer.write_text("config", "```\n" + c.to_json_best_effort(indent=2) + "\n```")
