@@ -31,7 +31,7 @@ def loglik_fn(loaded: Loaded) -> mc_items.LogLikFn:
 def document_items(texts: Sequence[str], c) -> list[mc_items.MCItem]:
   ctx, cont = robustness.budgets(c)
   return mc_items.build_items(list(texts), num_items=c.eval.num_items, context_bytes=ctx,
-                                     continuation_bytes=cont, num_choices=c.eval.mc_choices, seed=c.eval.seed)
+                              continuation_bytes=cont, num_choices=c.eval.mc_choices, seed=c.eval.seed)
 
 
 def hellaswag_items(data_cfg, split: str, limit: int) -> list[mc_items.MCItem]:
@@ -59,7 +59,7 @@ def evaluate(loaded: Loaded, items: Sequence[mc_items.MCItem],
   c = loaded.config
   perturbations = list(c.eval.perturbations if perturbations is None else perturbations)
   out = mc_items.score_noise_suite(items, loglik_fn(loaded), perturbations=perturbations,
-                                          targets=tuple(c.eval.mc_targets), seed=c.eval.seed)
+                                   targets=tuple(c.eval.mc_targets), seed=c.eval.seed)
   return {"step": loaded.step, "num_items": len(items),
           "num_choices": max((len(it.choices) for it in items), default=0), **out}
 

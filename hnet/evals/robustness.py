@@ -30,7 +30,7 @@ def make_pairs(texts: Sequence[str], c) -> list[tuple[str, str]]:
   """Up to eval.num_items (context, continuation) pairs from documents, deterministic in eval.seed."""
   ctx, cont = budgets(c)
   items = mc_items.build_items(list(texts), num_items=c.eval.num_items, context_bytes=ctx,
-                                      continuation_bytes=cont, num_choices=2, seed=c.eval.seed)
+                               continuation_bytes=cont, num_choices=2, seed=c.eval.seed)
   return [(it.context, it.choices[it.label]) for it in items]
 
 
