@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
+from absl import logging as absl_logging
 from flax import nnx
 from ml_collections import config_flags
 
@@ -102,6 +103,7 @@ def write_threshold(config_path: str, theta: float) -> None:
 
 def main(argv):
   del argv
+  absl_logging.set_verbosity(absl_logging.WARNING)  # tfds / orbax chatter
   if FLAGS.config is None:
     raise ValueError("give --config (e.g. configs/blt.py) and --config.model.entropy_model=<work dir>")
   out = calibrate(FLAGS.config, FLAGS.batches)

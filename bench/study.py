@@ -1,0 +1,352 @@
+"""Matched-compute study: every family trained on the same bytes at equal training FLOPs per byte.
+
+  python -m bench.study                       # the CPU study (about 3.5 h on 2 cores), resumable
+  python -m bench.study --variant tiny        # seconds: :tiny configs, a few steps (the test suite runs it)
+  python -m bench.study --only default flat   # some runs only
+  python -m bench.study --report              # table, JSON and plot from finished runs only
+
+Every run reads the same data in the same order (same seed, rows, batch size, steps) and uses
+one optimiser recipe (the `default` config's: AdamW, lr 5e-3, warmup-stable-decay with a 50%
+cool-down; hierarchical families get H-Net's per-stage lr rule). Each family's widths are scaled
+so that its training FLOPs per byte (`flops_per_byte(train=True)`, capacity basis: inner stages at
+their static capacity, what the hardware computes) is within ±10% of the target; an ablation
+changes one setting of its family's sized model (same widths, FLOPs reported). Runs are
+resumable (a finished run is skipped, an interrupted one resumes from its checkpoint) and live
+in one work dir each under --workdir. Per run: full-split validation bits/byte, the noise suite
+(Δ bits/byte of a clean continuation after a noised context, per perturbation and the mean),
+bytes per chunk per stage against the target, capacity overflow, wall time, bytes/s,
+parameters, FLOPs/byte (capacity and target bases). Results: bench/results/study_<variant>.json,
+a markdown table, and bench/results/study_<variant>.png (validation bits/byte against training
+FLOPs, from each run's periodic evaluations).
+"""
+# pylint: disable=invalid-name
+import argparse
+import dataclasses
+import datetime
+import importlib
+import json
+import logging
+import math
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+from hnet import trainer
+from hnet.config import model_config_from_dict
+from hnet.flops import flops_per_byte
+
+log = logging.getLogger("bench.study")
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run: a family's config file, overrides, and its role in the study."""
+  name: str
+  config: str
+  overrides: tuple = ()  # (dotted key, value)
+  kind: str = "family"  # 'family', 'ablation' or 'long'
+  note: str = ""
+
+
+FAMILIES = (
+    Run("flat", "flat", note="flat byte Transformer"),
+    Run("hnet_1stage", "hnet_1stage", note="H-Net 1-stage, Mamba2 encoder/decoder"),
+    Run("default", "default", note="H-Net 1-stage, local-attention encoder/decoder"),
+    Run("hnet_2stage", "hnet_2stage", note="H-Net 2-stage"),
+    Run("mrt5", "mrt5", note="MrT5 delete gate (hard deletion at eval)"),
+    Run("word", "word", note="word chunks (SpaceByte/HAT)"),
+    Run("stride", "stride", note="fixed stride 4 (MEGABYTE)"),
+    Run("blt", "blt", note="BLT entropy patches"),
+)
+ABLATIONS = (  # on H-Net 1-stage (its family run uses capacity_slack 1.5, ratio-loss weight 0.03)
+    Run("hnet_1stage-slack1.25", "hnet_1stage", (("model.capacity_slack", 1.25),), "ablation",
+        "capacity slack 1.25 (the paper's)"),
+    Run("hnet_1stage-slack4", "hnet_1stage", (("model.capacity_slack", 4.0),), "ablation",
+        "capacity slack 4: nothing is ever dropped"),
+    Run("hnet_1stage-ratio0.1", "hnet_1stage", (("opt.ratio_loss_weight", 0.1),), "ablation",
+        "ratio-loss weight 0.1"),
+    Run("hnet_1stage-stride", "hnet_1stage", (("model.router", "stride"),), "ablation",
+        "same model, fixed stride 4 instead of the learned router"),
+)
+VARIANTS = {
+    # steps of 8 rows x 256 bytes; target training FLOPs/byte (capacity basis); evals every `eval_every`
+    "cpu": dict(steps=6000, batch=8, seq_len=256, target_mflops=1.5, eval_every=500, eval_batches=32,
+                long_factor=3, noise_items=256),
+    "tiny": dict(steps=3, batch=8, seq_len=64, target_mflops=None, eval_every=3, eval_batches=1,
+                 long_factor=2, noise_items=8),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------------------------
+def _set(c, key: str, value) -> None:
+  *parents, leaf = key.split(".")
+  node = c
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
+def _scaled(c, alpha: float) -> None:
+  """Widths times alpha: d_model to a multiple of 16 (heads and Mamba2 head dims divide it), d_ff of 128."""
+  base_d, base_f = tuple(c.model.d_model), tuple(c.model.d_ff)
+  c.model.d_model = tuple(max(32, int(round(d * alpha / 16)) * 16) for d in base_d)
+  c.model.d_ff = tuple(0 if f == 0 else max(128, int(round(f * alpha / 128)) * 128) for f in base_f)
+
+
+def size_to_target(c, target_flops: float, tolerance: float = 0.10) -> float:
+  """Scales the widths of `c` so its training FLOPs/byte lands nearest `target_flops`; returns the ratio."""
+  base = c.copy_and_resolve_references()
+  best = None
+  for k in range(-80, 81):
+    alpha = 1.02 ** k
+    trial = base.copy_and_resolve_references()
+    _scaled(trial, alpha)
+    try:
+      f = flops_per_byte(model_config_from_dict(trial.model), trial.data.seq_len, train=True)
+    except ValueError:  # widths a layout cannot take (e.g. rotary dims)
+      continue
+    if best is None or abs(f / target_flops - 1) < abs(best[0] / target_flops - 1):
+      best = (f, trial.model.d_model, trial.model.d_ff)
+  f, c.model.d_model, c.model.d_ff = best
+  if abs(f / target_flops - 1) > tolerance:
+    raise ValueError(f"cannot size {c.model.layout} to {target_flops:.3g} FLOPs/byte within {tolerance:.0%} "
+                     f"(closest {f:.3g})")
+  return f / target_flops
+
+
+def make_config(run: Run, variant: str, root: str):
+  """The run's full config: the family file, the shared recipe, the run's overrides, the sizing."""
+  v = VARIANTS[variant]
+  c = importlib.import_module(f"configs.{run.config}").get_config("tiny" if variant == "tiny" else None)
+  c.seed = 0
+  c.data.seq_len, c.train.batch_size = v["seq_len"], v["batch"]
+  c.train.num_steps = v["steps"] * (v["long_factor"] if run.kind == "long" else 1)
+  c.train.log_every = min(50, c.train.num_steps)
+  c.train.eval_every, c.train.eval_batches = v["eval_every"], v["eval_batches"]
+  c.train.full_final_eval = variant != "tiny"
+  c.ckpt.every = max(v["eval_every"], 1)
+  c.ckpt.keep = 1
+  c.opt.lr, c.opt.warmup_steps, c.opt.decay_fraction = 5e-3, min(100, c.train.num_steps // 10), 0.5
+  c.opt.lr_multipliers = ()
+  c.opt.lr_multiplier_rule = "none" if c.model.router == "none" else "hnet"
+  c.eval.num_items = v["noise_items"]
+  c.eval.continuation_bytes = min(64, c.data.seq_len // 4)
+  if c.model.router == "entropy":  # the study's own entropy LM and its calibrated θ
+    c.model.entropy_model = os.path.join(root, "entropy_lm")
+    lm = _finished(c.model.entropy_model)
+    if lm is not None:
+      c.model.entropy_threshold = lm["threshold"]
+  if v["target_mflops"] is not None:
+    size_to_target(c, v["target_mflops"] * 1e6)
+  # Ablations change one thing of their family's sized model (its FLOPs/byte may move: reported).
+  for key, value in run.overrides:
+    _set(c, key, value)
+  return c
+
+
+def ensure_entropy_lm(variant: str, root: str, data_dir: str = "") -> dict:
+  """Trains configs/entropy_lm.py for BLT once per study and calibrates θ for blt's target ratio.
+
+  BLT trains its entropy model apart: its bytes are not part of the budget, its forward pass is
+  part of blt's FLOPs/byte.
+  """
+  from hnet import calibrate_entropy  # pylint: disable=import-outside-toplevel
+  workdir = os.path.join(root, "entropy_lm")
+  done = _finished(workdir)
+  if done is not None:
+    return done
+  v = VARIANTS[variant]
+  c = importlib.import_module("configs.entropy_lm").get_config("tiny" if variant == "tiny" else None)
+  c.data.seq_len, c.train.batch_size, c.data.data_dir = v["seq_len"], v["batch"], data_dir
+  if variant == "tiny":
+    c.train.num_steps = v["steps"]
+  log.info("training the entropy LM for blt in %s", workdir)
+  out = trainer.train_and_evaluate(c, workdir, progress=False)
+  blt = importlib.import_module("configs.blt").get_config("tiny" if variant == "tiny" else None)
+  blt.data.seq_len, blt.train.batch_size, blt.data.data_dir = v["seq_len"], v["batch"], data_dir
+  blt.model.entropy_model = workdir
+  theta = calibrate_entropy.calibrate(blt, batches=2 if variant == "tiny" else 64)
+  done = {"steps": c.train.num_steps, "bits_per_byte": out["eval"].get("bits_per_byte"), **theta}
+  with open(os.path.join(workdir, "result.json"), "w", encoding="utf-8") as f:
+    json.dump(done, f, indent=2)
+  return done
+
+
+# ---------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------
+def _finished(workdir: str) -> dict | None:
+  path = os.path.join(workdir, "result.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  return None
+
+
+def _train_metrics(workdir: str) -> tuple[list[dict], list[dict]]:
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8")]
+  return [r for r in rows if "train/loss" in r], [r for r in rows if "eval/bits_per_byte" in r]
+
+
+def train_and_measure(run: Run, c, workdir: str, *, noise: bool = True) -> dict:
+  """Trains (or resumes) the run, evaluates it, writes and returns `<workdir>/result.json`."""
+  from hnet.evals import bpb, loading, robustness  # pylint: disable=import-outside-toplevel
+  from hnet.evals import documents  # pylint: disable=import-outside-toplevel
+  done = _finished(workdir)
+  if done is not None:
+    log.info("%s: finished earlier, skipped", run.name)
+    return done
+  start = time.time()
+  out = trainer.train_and_evaluate(c, workdir, progress=False)
+  wall = time.time() - start
+  model_cfg = model_config_from_dict(c.model)
+  loaded = loading.load(workdir)
+  final = bpb.evaluate(loaded)  # full split, exact (the trainer's final eval saw the same)
+  train_rows, _ = _train_metrics(workdir)
+  rates = [r["train/bytes_per_second"] for r in train_rows if "train/bytes_per_second" in r]
+  result = {
+      "name": run.name, "kind": run.kind, "note": run.note, "config": run.config,
+      "overrides": [list(o) for o in run.overrides],
+      "layout": c.model.layout, "d_model": list(c.model.d_model), "d_ff": list(c.model.d_ff),
+      "router": c.model.router, "target_ratio": list(c.model.target_ratio),
+      "params": out["num_params"],
+      "train_flops_per_byte": flops_per_byte(model_cfg, c.data.seq_len, train=True),
+      "train_flops_per_byte_target_basis": flops_per_byte(model_cfg, c.data.seq_len, train=True, basis="target"),
+      "steps": c.train.num_steps, "bytes_trained": c.train.num_steps * c.train.batch_size * c.data.seq_len,
+      "wall_seconds_this_call": wall, "bytes_per_second_median": float(np.median(rates)) if rates else None,
+      "bits_per_byte": final["bits_per_byte"], "target_bytes": final["target_bytes"],
+      "stages": final["stages"],
+  }
+  if "soft" in final:
+    result["bits_per_byte_soft"] = final["soft"]["bits_per_byte"]
+  if noise:
+    texts = documents.as_text(documents.load(c.data, limit=c.eval.num_documents))
+    suite = robustness.evaluate(loaded, robustness.make_pairs(texts, loaded.config))
+    result["noise"] = {t["perturbation"]: t["degradation"] for t in suite["tasks"]}
+    result["noise_clean_bits_per_byte"] = suite["clean"]["bits_per_byte"]
+    result["noise_mean_delta"] = float(np.mean(list(result["noise"].values())))
+  with open(os.path.join(workdir, "result.json"), "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+  return result
+
+
+def curve(workdir: str, c) -> list[tuple[float, float]]:
+  """(training FLOPs so far, validation bits/byte) at each periodic evaluation of a run."""
+  model_cfg = model_config_from_dict(c.model)
+  flops_per_step = 3 * flops_per_byte(model_cfg, c.data.seq_len, train=True) * c.train.batch_size * c.data.seq_len
+  _, evals = _train_metrics(workdir)
+  return [(r["step"] * flops_per_step, r["eval/bits_per_byte"]) for r in evals]
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+def table(results: list[dict]) -> str:
+  head = ("| run | params | train MFLOP/byte (capacity / target) | bytes/chunk (target) | bits/byte | "
+          "mean noise Δ | bytes/s |\n|---|---:|---:|---:|---:|---:|---:|")
+  lines = [head]
+  for r in results:
+    chunk = " / ".join(f"{st['bytes_per_chunk']:.2f}" for st in r["stages"]) or "–"
+    target = " / ".join(f"{n:g}" for n in r["target_ratio"]) if r["stages"] else ""
+    bpb = f"{r['bits_per_byte']:.4f}" + (f" (soft {r['bits_per_byte_soft']:.4f})" if "bits_per_byte_soft" in r else "")
+    noise = f"{r['noise_mean_delta']:+.3f}" if "noise_mean_delta" in r else "–"
+    rate = f"{r['bytes_per_second_median']:,.0f}" if r.get("bytes_per_second_median") else "–"
+    lines.append(f"| {r['name']} | {r['params']:,} | {r['train_flops_per_byte'] / 1e6:.2f} / "
+                 f"{r['train_flops_per_byte_target_basis'] / 1e6:.2f} | {chunk}" + (f" ({target})" if target else "")
+                 + f" | {bpb} | {noise} | {rate} |")
+  return "\n".join(lines)
+
+
+def plot(curves: dict[str, list[tuple[float, float]]], path: str, reference: float | None = None) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(8, 5))
+  for name, pts in sorted(curves.items()):
+    if pts:
+      x, y = zip(*pts)
+      ax.plot(np.asarray(x) / 1e12, y, marker="o", markersize=3, label=name)
+  if reference is not None:
+    ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=f"xz -9e ({reference})")
+  ax.set_xlabel("training FLOPs (TFLOP, 3 x forward, capacity basis)")
+  ax.set_ylabel("validation bits/byte")
+  ax.set_title("Matched-compute study on the embedded corpus")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+def plan(variant: str, only: list[str] | None, long_runs: list[str]) -> list[Run]:
+  runs = list(FAMILIES) + list(ABLATIONS)
+  runs += [dataclasses.replace(next(r for r in FAMILIES if r.name == n), name=f"{n}-long", kind="long",
+                               note=f"{VARIANTS[variant]['long_factor']}x the bytes")
+           for n in long_runs]
+  if only:
+    unknown = set(only) - {r.name for r in runs}
+    if unknown:
+      raise ValueError(f"unknown runs {sorted(unknown)}; known: {[r.name for r in runs]}")
+    runs = [r for r in runs if r.name in only]
+  return runs
+
+
+def main(argv=None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--variant", choices=sorted(VARIANTS), default="cpu")
+  p.add_argument("--workdir", default=None, help="default runs/study_<variant>")
+  p.add_argument("--only", nargs="*", help="run only these (names as in the table)")
+  p.add_argument("--long", nargs="*", default=[], help="families to also train for long_factor x the bytes")
+  p.add_argument("--no_noise", action="store_true", help="skip the noise suite")
+  p.add_argument("--report", action="store_true", help="report finished runs only, train nothing")
+  p.add_argument("--data_dir", default="", help="data.data_dir for every run")
+  p.add_argument("--results", default=RESULTS, help="where the JSON and PNG go")
+  args = p.parse_args(argv)
+  root = os.path.abspath(args.workdir or os.path.join("runs", f"study_{args.variant}"))
+  os.makedirs(root, exist_ok=True)
+  runs = plan(args.variant, args.only, args.long)
+  results, curves = [], {}
+  for run in runs:
+    if run.config == "blt" and not args.report:
+      ensure_entropy_lm(args.variant, root, args.data_dir)
+    c = make_config(run, args.variant, root)
+    if args.data_dir:
+      c.data.data_dir = args.data_dir
+    workdir = os.path.join(root, run.name)
+    if args.report:
+      done = _finished(workdir)
+      if done is None:
+        continue
+    else:
+      log.info("%s: %s, d_model %s, d_ff %s", run.name, c.model.layout, c.model.d_model, c.model.d_ff)
+      done = train_and_measure(run, c, workdir, noise=not args.no_noise)
+    results.append(done)
+    curves[run.name] = curve(workdir, c)
+  report = {
+      "variant": args.variant, "date": datetime.date.today().isoformat(),
+      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
+      "recipe": VARIANTS[args.variant], "runs": results,
+  }
+  os.makedirs(args.results, exist_ok=True)
+  with open(os.path.join(args.results, f"study_{args.variant}.json"), "w", encoding="utf-8") as f:
+    json.dump(report, f, indent=2)
+  if results:
+    plot(curves, os.path.join(args.results, f"study_{args.variant}.png"),
+         reference=2.42 if args.variant != "tiny" else None)
+  print(table(results))
+  return report
+
+
+if __name__ == "__main__":
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  main()

@@ -1,0 +1,50 @@
+"""bench/study.py: every run sized to the same training FLOPs per byte; the :tiny study end to end."""
+import json
+import os
+import shutil
+
+import pytest
+
+from bench import study
+from hnet.config import model_config_from_dict
+from hnet.flops import flops_per_byte
+from tests.helpers import entropy_lm_workdir
+
+
+def test_every_run_of_the_cpu_study_is_sized_to_the_target_flops(tmp_path):
+  os.makedirs(tmp_path / "entropy_lm")
+  shutil.copy(os.path.join(entropy_lm_workdir(), "config.json"), tmp_path / "entropy_lm" / "config.json")
+  target = study.VARIANTS["cpu"]["target_mflops"] * 1e6
+  widths = {}
+  for run in study.plan("cpu", None, ["default"]):
+    c = study.make_config(run, "cpu", str(tmp_path))
+    f = flops_per_byte(model_config_from_dict(c.model), c.data.seq_len, train=True)
+    if run.kind == "ablation":  # one change to the family's sized model
+      assert (c.model.d_model, c.model.d_ff) == widths[run.config], run.name
+    else:
+      assert abs(f / target - 1) <= 0.10, (run.name, f)
+      widths[run.config] = (c.model.d_model, c.model.d_ff)
+    assert (c.train.batch_size, c.data.seq_len, c.seed) == (8, 256, 0)  # the same bytes for every run
+  with pytest.raises(ValueError, match="unknown runs"):
+    study.plan("cpu", ["nope"], [])
+
+
+def test_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
+  data_dir = str(tmp_path / "tfds")
+  args = ["--variant", "tiny", "--workdir", str(tmp_path / "runs"), "--results", str(tmp_path / "out"),
+          "--data_dir", data_dir, "--only", "flat", "default", "mrt5"]
+  report = study.main(args)
+  names = [r["name"] for r in report["runs"]]
+  assert names == ["flat", "default", "mrt5"]
+  for r in report["runs"]:
+    assert 0 < r["bits_per_byte"] < 9 and r["params"] > 0 and r["train_flops_per_byte"] > 0
+    assert set(r["noise"]) >= {"antspeak", "drop", "uppercase"} and "noise_mean_delta" in r
+  assert [len(r["stages"]) for r in report["runs"]] == [0, 1, 1]
+  assert "bits_per_byte_soft" in report["runs"][2]  # MrT5: hard and soft deletion
+  assert os.path.exists(tmp_path / "out" / "study_tiny.png")
+  with open(tmp_path / "out" / "study_tiny.json", encoding="utf-8") as f:
+    assert json.load(f)["runs"] == report["runs"]
+  mtime = os.path.getmtime(tmp_path / "runs" / "flat" / "result.json")
+  again = study.main(args)  # finished runs are skipped
+  assert again["runs"] == report["runs"]
+  assert os.path.getmtime(tmp_path / "runs" / "flat" / "result.json") == mtime
