@@ -29,7 +29,7 @@ from hnet.loss import (LN2, ControllerState, cross_entropy, router_loss_weights,
                        update_controller)
 from hnet.metrics import EvalTotals, MetricWriter, device_peak_flops
 from hnet.model import HNetLM, count_params
-from hnet.optim import make_optimizer, stage_lr_multipliers
+from hnet.optim import is_frozen, make_optimizer, stage_lr_multipliers
 
 log = logging.getLogger(__name__)
 BATCH_KEYS = ("inputs", "targets", "segment_ids", "loss_mask")
@@ -303,10 +303,11 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   log.info("per-stage lr multipliers (outer -> inner): %s",
            ", ".join(f"{m:.3g}" for m in stage_lr_multipliers(c.opt, model_cfg)))
   num_params = count_params(nnx.merge(graphdef, params))
+  frozen = sum(int(x.size) for p, x in jax.tree_util.tree_leaves_with_path(params) if is_frozen(p))
   fpb = flops_per_byte(model_cfg, c.data.seq_len, train=True)
   peak, device_kind = device_peak_flops()
-  log.info("model: %s parameters, %.3g forward FLOPs/byte; devices: %d x %s", f"{num_params:,}", fpb,
-           jax.device_count(), device_kind)
+  log.info("model: %s parameters%s, %.3g forward FLOPs/byte; devices: %d x %s", f"{num_params:,}",
+           f" ({frozen:,} of them frozen)" if frozen else "", fpb, jax.device_count(), device_kind)
 
   # --- shard ---------------------------------------------------------------------------------
   state, state_sharding = init_train_state(params, tx, mesh)
