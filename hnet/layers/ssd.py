@@ -146,7 +146,7 @@ def _ssd_forward(x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ):
   enter_BCGRPN = state_BTHPN[:, :-1].reshape(B, C, G, R, P, N).astype(dtype)
   y_off_BCQGRP = jnp.einsum("bcqgn,bcgrpn->bcqgrp", C_BCQGN, enter_BCGRPN, preferred_element_type=f32)
   y_BCQGRP = y_BCQGRP + y_off_BCQGRP * k.from_start_BCQH.reshape(B, C, Q, G, R, 1)
-  return y_BCQGRP.reshape(B, C, Q, H, P).astype(dtype), state_BTHPN
+  return jax.lax.optimization_barrier(y_BCQGRP.reshape(B, C, Q, H, P).astype(dtype)), state_BTHPN
 
 
 @jax.custom_vjp
