@@ -217,8 +217,8 @@ def _ssd_core_bwd(res, cotangents):
   da_BCQH = jnp.flip(jnp.cumsum(jnp.flip(dacs_BCQH, 2), axis=2), 2)
   ddt_BCQH = u_BCQH + da_BCQH * A_H.astype(f32)[None, None, None]
   dA_H = jnp.sum(da_BCQH * dt_f32, axis=(0, 1, 2))
-  dx_BCQHP = dX_BCQHP * dt_f32[..., None]
-  return (dx_BCQHP.astype(x_BCQHP.dtype), ddt_BCQH.astype(dt_BCQH.dtype), dA_H.astype(A_H.dtype),
+  dx_BCQHP = jax.lax.optimization_barrier((dX_BCQHP * dt_f32[..., None]).astype(x_BCQHP.dtype))
+  return (dx_BCQHP, ddt_BCQH.astype(dt_BCQH.dtype), dA_H.astype(A_H.dtype),
           dB_BCQGN.astype(B_in.dtype), dC_BCQGN.astype(C_in.dtype), dS0_BHPN.astype(S0_BHPN.dtype), None)
 
 
