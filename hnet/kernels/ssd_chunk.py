@@ -2,15 +2,17 @@
 
 Shared by the TPU and GPU kernels, which differ only in how they walk the chunks. The maths is
 `hnet.layers.ssd`'s chunked form; the state is kept transposed (N, P) so that every product is a
-plain or right-transposed matmul. Per-position inputs come as rows of an (8, Q) float32 block
-`v_8Q`: dt, the within-chunk cumsum of dt·A (`acs`), the decay to the chunk end (`te`), the decay
-of the entering state (`fs`; its last entry is the chunk's carry factor) and the run id.
+plain or right-transposed matmul. Per-position inputs are five (1, Q) float32 rows, loaded from an
+(8, Q) block: dt, the within-chunk cumsum of dt·A (`acs`), the decay to the chunk end (`te`), the
+decay of the entering state (`fs`; its last entry is the chunk's carry factor) and the run id.
+No value slicing (Triton cannot lower it): rows come from ref loads, scalars from masked sums.
 
 Legend: Q chunk positions (S: source position), P head dim, N state size.
 """
 # pylint: disable=invalid-name
 import jax
 import jax.numpy as jnp
+from jax.experimental import pallas as pl
 
 f32 = jnp.float32
 NT = (((1,), (1,)), ((), ()))  # a · bᵀ
@@ -49,11 +51,22 @@ def stack_rows(rows_1Q: list[jax.Array]) -> jax.Array:
   return sum(jnp.where(index_8Q == k, jnp.broadcast_to(r, (ROWS, Q)), 0.0) for k, r in enumerate(rows_1Q))
 
 
-def _chunk_terms(x_QP, v_8Q, CB_QS, dtype):
+def load_rows(v_ref, *index) -> tuple[jax.Array, ...]:
+  """The five (1, Q) rows of the block v_ref[*index] (shape (8, Q))."""
+  return tuple(v_ref[index + (pl.ds(k, 1), slice(None))] for k in (DT, ACS, TE, FS, RUN))
+
+
+def _last(row_1Q: jax.Array) -> jax.Array:
+  """row[-1] as a (1, 1) array."""
+  Q = row_1Q.shape[1]
+  last_1Q = jax.lax.broadcasted_iota(jnp.int32, (1, Q), 1) == Q - 1
+  return jnp.sum(jnp.where(last_1Q, row_1Q, 0.0), axis=1, keepdims=True)
+
+
+def _chunk_terms(x_QP, rows, CB_QS, dtype):
   """Recomputed cheap parts: per-position columns, the decayed scores and X = x·dt."""
   Q = x_QP.shape[0]
-  cols = {k: col(v_8Q[k:k + 1]) for k in (DT, ACS, TE, FS, RUN)}
-  rows = {k: v_8Q[k:k + 1] for k in (ACS, RUN)}
+  cols = {k: col(r) for k, r in enumerate(rows)}
   causal_QS = jax.lax.broadcasted_iota(jnp.int32, (Q, Q), 0) >= jax.lax.broadcasted_iota(jnp.int32, (Q, Q), 1)
   keep_QS = causal_QS & (cols[RUN] == rows[RUN])
   decay_QS = jnp.exp(jnp.where(keep_QS, cols[ACS] - rows[ACS], -jnp.inf))
@@ -62,16 +75,16 @@ def _chunk_terms(x_QP, v_8Q, CB_QS, dtype):
   return cols, decay_QS, scores_QS, X_QP
 
 
-def chunk_forward(x_QP, v_8Q, B_QN, C_QN, CB_QS, St_NP, dtype):
+def chunk_forward(x_QP, rows, B_QN, C_QN, CB_QS, St_NP, dtype):
   """(y (Q, P) float32, state after the chunk (N, P) float32) from the state entering it, St (N, P)."""
-  cols, _, scores_QS, X_QP = _chunk_terms(x_QP, v_8Q, CB_QS, dtype)
+  cols, _, scores_QS, X_QP = _chunk_terms(x_QP, rows, CB_QS, dtype)
   y_QP = _dot(scores_QS, X_QP, dtype) + cols[FS] * _dot(C_QN, St_NP, dtype)
   Xte_QP = X_QP.astype(f32) * cols[TE]
   localT_NP = _dot(B_QN.astype(f32).T, Xte_QP, dtype)
-  return y_QP, v_8Q[FS:FS + 1, -1:] * St_NP + localT_NP
+  return y_QP, _last(rows[FS]) * St_NP + localT_NP
 
 
-def chunk_backward(x_QP, v_8Q, B_QN, C_QN, CB_QS, St_NP, dSt_NP, dy_QP, dtype):
+def chunk_backward(x_QP, rows, B_QN, C_QN, CB_QS, St_NP, dSt_NP, dy_QP, dtype):
   """Cotangents of one chunk and head, given dSt (N, P): the cotangent of the state after the chunk.
 
   Returns dx (Q, P), dv (8, Q) rows [Σ_p x·dX, d acs, d te, d fs, 0…], dCB (Q, S) (summed over
@@ -79,7 +92,7 @@ def chunk_backward(x_QP, v_8Q, B_QN, C_QN, CB_QS, St_NP, dSt_NP, dy_QP, dtype):
   and the cotangent of the entering state (N, P). All float32.
   """
   Q = x_QP.shape[0]
-  cols, decay_QS, scores_QS, X_QP = _chunk_terms(x_QP, v_8Q, CB_QS, dtype)
+  cols, decay_QS, scores_QS, X_QP = _chunk_terms(x_QP, rows, CB_QS, dtype)
   x32_QP, dy32_QP = x_QP.astype(f32), dy_QP.astype(f32)
   # Intra-chunk part: y = scores · X.
   dXin_QP = _dot(scores_QS.astype(f32).T, dy_QP, dtype)
@@ -102,5 +115,5 @@ def chunk_backward(x_QP, v_8Q, B_QN, C_QN, CB_QS, St_NP, dSt_NP, dy_QP, dtype):
   dX_QP = dXin_QP + cols[TE] * dXe_QP
   u_Q1 = jnp.sum(x32_QP * dX_QP, axis=1, keepdims=True)
   dv_8Q = stack_rows([row(u_Q1), row(dacs_Q1), row(dte_Q1), row(dfs_Q1)])
-  dSt_prev_NP = v_8Q[FS:FS + 1, -1:] * dSt_NP + dSt_in_NP
+  dSt_prev_NP = _last(rows[FS]) * dSt_NP + dSt_in_NP
   return dX_QP * cols[DT], dv_8Q, dCB_QS, dB_QN, dC_QN, dSt_prev_NP

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from hnet.kernels.ssd_chunk import NT, ROWS, chunk_backward, chunk_forward
+from hnet.kernels.ssd_chunk import NT, ROWS, chunk_backward, chunk_forward, load_rows
 
 f32 = jnp.float32
 _ = pl.squeezed  # a block dim the kernel does not see
@@ -27,7 +27,7 @@ def _specs(R, L, C, Q, P, N):
   return dict(
       x=pl.BlockSpec((_, _, L, P), lambda b, h: (b, h, 0, 0)),
       v=pl.BlockSpec((_, _, C, ROWS, Q), lambda b, h: (b, h, 0, 0, 0)),
-      bc=pl.BlockSpec((_, _, L, N), lambda b, h: (b, h // R, 0, 0)),
+      bc=pl.BlockSpec((_, _, L, N), lambda b, h: (b, jax.lax.div(h, R), 0, 0)),
       state=pl.BlockSpec((_, _, N, P), lambda b, h: (b, h, 0, 0)),
       states=pl.BlockSpec((_, _, C, N, P), lambda b, h: (b, h, 0, 0, 0)),
   )
@@ -41,7 +41,7 @@ def _fwd_kernel(x_ref, v_ref, b_ref, c_ref, s0_ref, y_ref, states_ref, final_ref
     B_QN, C_QN = b_ref[rows, :], c_ref[rows, :]
     CB_QS = jax.lax.dot_general(C_QN, B_QN, NT, preferred_element_type=f32)
     states_ref[c] = St_NP
-    y_QP, St_NP = chunk_forward(x_ref[rows, :], v_ref[c], B_QN, C_QN, CB_QS, St_NP, dtype)
+    y_QP, St_NP = chunk_forward(x_ref[rows, :], load_rows(v_ref, c), B_QN, C_QN, CB_QS, St_NP, dtype)
     y_ref[rows, :] = y_QP.astype(y_ref.dtype)
     return St_NP
 
@@ -75,7 +75,7 @@ def _bwd_kernel(x_ref, v_ref, b_ref, c_ref, states_ref, dy_ref, dfinal_ref, dx_r
     B_QN, C_QN = b_ref[rows, :], c_ref[rows, :]
     CB_QS = jax.lax.dot_general(C_QN, B_QN, NT, preferred_element_type=f32)
     dx_QP, dv_ref[c], dCB_QS, dB_QN, dC_QN, dSt_NP = chunk_backward(
-        x_ref[rows, :], v_ref[c], B_QN, C_QN, CB_QS, states_ref[c], dSt_NP, dy_ref[rows, :], dtype)
+        x_ref[rows, :], load_rows(v_ref, c), B_QN, C_QN, CB_QS, states_ref[c], dSt_NP, dy_ref[rows, :], dtype)
     dx_ref[rows, :] = dx_QP.astype(dx_ref.dtype)
     dc_ref[rows, :] = dC_QN + jax.lax.dot(dCB_QS.astype(dtype), B_QN.astype(dtype), preferred_element_type=f32)
     db_ref[rows, :] = dB_QN + jax.lax.dot(dCB_QS.T.astype(dtype), C_QN.astype(dtype), preferred_element_type=f32)

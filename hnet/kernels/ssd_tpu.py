@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from hnet.kernels.ssd_chunk import NT, ROWS, chunk_backward, chunk_forward
+from hnet.kernels.ssd_chunk import NT, ROWS, chunk_backward, chunk_forward, load_rows
 
 f32 = jnp.float32
 _ = pl.squeezed  # a block dim the kernel does not see
@@ -37,7 +37,7 @@ def _specs(H, Hb, R, Q, P, N):
   return dict(
       x=pl.BlockSpec((_, Hb, Q, P), head),
       v=pl.BlockSpec((_, Hb, _, ROWS, Q), lambda b, h, c: (b, h, c, 0, 0)),
-      bc=pl.BlockSpec((_, _, Q, N), lambda b, h, c: (b, h * Hb // R, c, 0)),
+      bc=pl.BlockSpec((_, _, Q, N), lambda b, h, c: (b, jax.lax.div(h, R // Hb), c, 0)),  # lax.div: no sign fix-up
       state=pl.BlockSpec((_, Hb, N, P), lambda b, h, c: (b, h, 0, 0)),
       states=pl.BlockSpec((_, Hb, _, N, P), lambda b, h, c: (b, h, c, 0, 0)),
   )
@@ -60,7 +60,7 @@ def _fwd_kernel(x_ref, v_ref, b_ref, c_ref, s0_ref, y_ref, states_ref, final_ref
   for j in range(x_ref.shape[0]):
     St_NP = s_scr[j]
     states_ref[j] = St_NP
-    y_QP, s_scr[j] = chunk_forward(x_ref[j], v_ref[j], B_QN, C_QN, CB_QS, St_NP, dtype)
+    y_QP, s_scr[j] = chunk_forward(x_ref[j], load_rows(v_ref, j), B_QN, C_QN, CB_QS, St_NP, dtype)
     y_ref[j] = y_QP.astype(y_ref.dtype)
 
   @pl.when(c == pl.num_programs(2) - 1)
@@ -101,7 +101,7 @@ def _bwd_kernel(x_ref, v_ref, b_ref, c_ref, states_ref, dy_ref, dfinal_ref,
   dC_QN = jnp.zeros(C_QN.shape, f32)
   for j in range(x_ref.shape[0]):
     dx_QP, dv_ref[j], dCB_j, dB_j, dC_j, ds_scr[j] = chunk_backward(
-        x_ref[j], v_ref[j], B_QN, C_QN, CB_QS, states_ref[j], ds_scr[j], dy_ref[j], dtype)
+        x_ref[j], load_rows(v_ref, j), B_QN, C_QN, CB_QS, states_ref[j], ds_scr[j], dy_ref[j], dtype)
     dx_ref[j] = dx_QP.astype(dx_ref.dtype)
     dCB_QS, dB_QN, dC_QN = dCB_QS + dCB_j, dB_QN + dB_j, dC_QN + dC_j
   # C·Bᵀ is shared by the heads: its cotangent is summed first, then contracted once.

@@ -25,7 +25,7 @@ def run_ids(segment_ids_BL: jax.Array | None, B: int, L: int) -> jax.Array:
   return jnp.cumsum(change_BL, axis=1, dtype=jnp.int32)
 
 
-def _check_shapes(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN):
+def check_shapes(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN):
   B, L, H, P = x_BLHP.shape
   G, N = B_BLGN.shape[2:]
   if dt_BLH.shape != (B, L, H) or A_H.shape != (H,):
@@ -41,7 +41,7 @@ def ssd_naive(x_BLHP: jax.Array, dt_BLH: jax.Array, A_H: jax.Array, B_BLGN: jax.
               *, segment_ids_BL: jax.Array | None = None,
               initial_state_BHPN: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Sequential reference: one `lax.scan` step per position, in float32. Returns (y in x's dtype, final state)."""
-  B, L, H, P, G, N = _check_shapes(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN)
+  B, L, H, P, G, N = check_shapes(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN)
   R = H // G
   if initial_state_BHPN is None:
     initial_state_BHPN = jnp.zeros((B, H, P, N), f32)
@@ -234,7 +234,7 @@ def ssd_chunked(x_BLHP: jax.Array, dt_BLH: jax.Array, A_H: jax.Array, B_BLGN: ja
   dtype, final float32 state). The backward is written out (`jax.custom_vjp`) and recomputes the
   (B, C, H, Q, Q) decays and scores instead of storing them.
   """
-  B, L, H, P, G, N = _check_shapes(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN)
+  B, L, H, P, G, N = check_shapes(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN)
   if chunk_size < 1:
     raise ValueError(f"ssd: chunk_size must be positive, got {chunk_size}")
   Q = chunk_size
