@@ -12,9 +12,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hnet.kernels.ssd import check_sizes, ssd_pallas
 from hnet.layers.ssd import run_ids, ssd_chunked
 
 f32 = jnp.float32
+SSD_IMPLS = {"xla": ssd_chunked, "pallas": ssd_pallas}  # model.ssd_impl
 
 
 @flax.struct.dataclass
@@ -149,7 +151,7 @@ class Mamba2(nnx.Module):
   """Mamba2 block mixer (§2.2 of the design notes), ngroups = 1, with document resets from segment ids."""
 
   def __init__(self, d_model: int, *, d_state: int, expand: int, head_dim: int, d_conv: int, chunk_size: int,
-               init_std: float, out_init_std: float, dtype=jnp.float32, rngs: nnx.Rngs):
+               init_std: float, out_init_std: float, ssd_impl: str = "xla", dtype=jnp.float32, rngs: nnx.Rngs):
     for name, v in (("d_model", d_model), ("d_state", d_state), ("expand", expand), ("head_dim", head_dim),
                     ("d_conv", d_conv), ("chunk_size", chunk_size)):
       if not isinstance(v, numbers.Integral) or v < 1:
@@ -157,6 +159,11 @@ class Mamba2(nnx.Module):
     d_inner = expand * d_model
     if d_inner % head_dim:
       raise ValueError(f"Mamba2: head_dim={head_dim} must divide expand*d_model={d_inner}")
+    if ssd_impl not in SSD_IMPLS:
+      raise ValueError(f"Mamba2: ssd_impl={ssd_impl!r}; use one of {tuple(SSD_IMPLS)}")
+    if ssd_impl == "pallas":
+      check_sizes(chunk_size, head_dim, d_state)
+    self.ssd_impl = ssd_impl
     self.d_inner, self.d_state, self.d_conv, self.chunk_size = d_inner, d_state, d_conv, chunk_size
     self.num_heads, self.head_dim = d_inner // head_dim, head_dim
     self.conv_dim = d_inner + 2 * d_state
@@ -210,8 +217,9 @@ class Mamba2(nnx.Module):
     conv_BLC = conv_silu(xBC_BLC, self.conv_weight[...], self.conv_bias[...], run_BL)
 
     x_BLHP, B_BLN, C_BLN, dt_BLH, A_H = self._ssm_inputs(conv_BLC, dt_BLH)
-    y_BLHP, ssm_BHPN = ssd_chunked(x_BLHP, dt_BLH, A_H, B_BLN[:, :, None], C_BLN[:, :, None],
-                                   chunk_size=self.chunk_size, segment_ids_BL=segment_ids_BL)
+    ssd = SSD_IMPLS[self.ssd_impl]
+    y_BLHP, ssm_BHPN = ssd(x_BLHP, dt_BLH, A_H, B_BLN[:, :, None], C_BLN[:, :, None],
+                           chunk_size=self.chunk_size, segment_ids_BL=segment_ids_BL)
     out_BLD = self._finish(y_BLHP, x_BLHP, z_BLI)
     if not return_cache:
       return out_BLD
