@@ -42,6 +42,16 @@ def test_kernel_matches_naive_with_resets_initial_state_and_groups(backend):
     np.testing.assert_allclose(gi, gi_ref, atol=1e-4, rtol=1e-4, err_msg=name)
 
 
+def test_gpu_kernel_splits_long_chunks():
+  # Chunks longer than GPU_MAX_CHUNK (128) run as 128-position chunks: same outputs.
+  x, dt, A, Bm, Cm, S0 = ssd_inputs(B=1, L=150, H=2, P=16, N=16)
+  y, s = jax.jit(functools.partial(ssd_pallas, chunk_size=256, backend="gpu", interpret=True))(
+      x, dt, A, Bm, Cm, initial_state_BHPN=S0)
+  y_ref, s_ref = jax.jit(ssd_naive)(x, dt, A, Bm, Cm, initial_state_BHPN=S0)
+  np.testing.assert_allclose(y, y_ref, atol=1e-4)
+  np.testing.assert_allclose(s, s_ref, atol=1e-4)
+
+
 def test_mamba2_layer_with_pallas_equals_xla():
   # On CPU, ssd_impl='pallas' picks the TPU kernel in interpret mode (jax.lax.platform_dependent).
   x = jnp.asarray(np.random.default_rng(3).normal(size=(2, L, 32)), jnp.float32)

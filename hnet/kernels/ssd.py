@@ -9,6 +9,7 @@ cotangents of the per-position rows flow back to dt and A through XLA's autodiff
 Kernel by platform: Mosaic on TPU, Triton on GPU (`jax.lax.platform_dependent`, so an ahead-of-time
 compile for another platform picks that platform's kernel); on CPU the TPU kernel runs in Pallas
 interpret mode (slow: for tests). `backend='tpu'|'gpu'` forces one, with `interpret=True` on CPU.
+Each branch prepares its own inputs, so the GPU one may use a shorter chunk (`GPU_MAX_CHUNK`).
 """
 # pylint: disable=invalid-name
 import functools
@@ -23,11 +24,12 @@ from hnet.layers.ssd import check_shapes, run_ids
 
 f32 = jnp.float32
 BACKENDS = ("tpu", "gpu")
+GPU_MAX_CHUNK = 128  # (Q, Q) float32 tiles of the Triton kernel must fit an H100 SM's shared memory
 
 
 class _Config(NamedTuple):
   chunk: int
-  backend: str | None
+  backend: str  # 'tpu' or 'gpu'
   interpret: bool
 
 
@@ -39,13 +41,8 @@ def check_sizes(chunk_size: int, head_dim: int, d_state: int) -> None:
 
 
 def _kernel(direction: str, cfg: _Config, *args):
-  tpu = lambda *a, interpret=cfg.interpret: getattr(ssd_tpu, direction)(*a, chunk=cfg.chunk, interpret=interpret)  # noqa: E731
-  gpu = lambda *a: getattr(ssd_gpu, direction)(*a, chunk=cfg.chunk, interpret=cfg.interpret)  # noqa: E731
-  if cfg.backend == "tpu":
-    return tpu(*args)
-  if cfg.backend == "gpu":
-    return gpu(*args)
-  return jax.lax.platform_dependent(*args, tpu=tpu, cuda=gpu, default=lambda *a: tpu(*a, interpret=True))
+  module = {"tpu": ssd_tpu, "gpu": ssd_gpu}[cfg.backend]
+  return getattr(module, direction)(*args, chunk=cfg.chunk, interpret=cfg.interpret)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -75,21 +72,35 @@ def ssd_pallas(x_BLHP: jax.Array, dt_BLH: jax.Array, A_H: jax.Array, B_BLGN: jax
                *, chunk_size: int, segment_ids_BL: jax.Array | None = None,
                initial_state_BHPN: jax.Array | None = None, backend: str | None = None,
                interpret: bool = False) -> tuple[jax.Array, jax.Array]:
-  """Chunked SSD through the Pallas kernels: (y in x's dtype, final float32 state), as `ssd_chunked`."""
+  """Chunked SSD through the Pallas kernels: (y in x's dtype, final float32 state), as `ssd_chunked`.
+
+  The GPU kernel walks chunks of at most `GPU_MAX_CHUNK` positions (its (Q, Q) tiles live in an
+  SM's shared memory); a longer `chunk_size` is split, which changes nothing but rounding.
+  """
   B, L, H, P, G, N = check_shapes(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN)
   check_sizes(chunk_size, P, N)
   if backend not in (None,) + BACKENDS:
     raise ValueError(f"ssd_pallas: backend={backend!r}; use None (the platform's kernel) or one of {BACKENDS}")
-  Q = chunk_size
-  C = -(-L // Q)
-  pad = C * Q - L
   if initial_state_BHPN is None:
     initial_state_BHPN = jnp.zeros((B, H, P, N), f32)
-  cfg = _Config(chunk=Q, backend=backend, interpret=interpret)
+  args = (x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN, run_ids(segment_ids_BL, B, L), initial_state_BHPN)
+  tpu = functools.partial(_ssd, cfg=_Config(chunk_size, "tpu", interpret))
+  gpu = functools.partial(_ssd, cfg=_Config(min(chunk_size, GPU_MAX_CHUNK), "gpu", interpret))
+  if backend is not None:
+    return {"tpu": tpu, "gpu": gpu}[backend](*args)
+  return jax.lax.platform_dependent(*args, tpu=tpu, cuda=gpu,
+                                    default=functools.partial(_ssd, cfg=_Config(chunk_size, "tpu", True)))
 
+
+def _ssd(x_BLHP, dt_BLH, A_H, B_BLGN, C_BLGN, run_BL, S0_BHPN, *, cfg: _Config):
+  """XLA preparation of the per-position rows and head-major layouts around one backend's kernels."""
+  B, L, H, _ = x_BLHP.shape
+  Q = cfg.chunk
+  C = -(-L // Q)
+  pad = C * Q - L
   # Padding at the end: dt = 0 (decay 1, no input) and the last run continues, so the final state is unchanged.
   pad_L = lambda v, **kw: jnp.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2), **kw)  # noqa: E731
-  run_BCQ = pad_L(run_ids(segment_ids_BL, B, L), mode="edge").reshape(B, C, Q)
+  run_BCQ = pad_L(run_BL, mode="edge").reshape(B, C, Q)
   dt_BHCQ = pad_L(dt_BLH.astype(f32)).reshape(B, C, Q, H).transpose(0, 3, 1, 2)
   acs_BHCQ = jnp.cumsum(dt_BHCQ * A_H.astype(f32)[None, :, None, None], axis=-1)
   run_B1CQ = run_BCQ[:, None]
@@ -105,6 +116,6 @@ def ssd_pallas(x_BLHP: jax.Array, dt_BLH: jax.Array, A_H: jax.Array, B_BLGN: jax
   x_BHLP = pad_L(x_BLHP).transpose(0, 2, 1, 3)
   B_BGLN = pad_L(B_BLGN.astype(dtype)).transpose(0, 2, 1, 3)
   C_BGLN = pad_L(C_BLGN.astype(dtype)).transpose(0, 2, 1, 3)
-  S0t_BHNP = initial_state_BHPN.astype(f32).transpose(0, 1, 3, 2)
+  S0t_BHNP = S0_BHPN.astype(f32).transpose(0, 1, 3, 2)
   y_BHLP, finalt_BHNP = _scan(x_BHLP, v_BHC8Q, B_BGLN, C_BGLN, S0t_BHNP, cfg)
   return y_BHLP.transpose(0, 2, 1, 3)[:, :L], finalt_BHNP.transpose(0, 1, 3, 2)
