@@ -1,24 +1,29 @@
 """XLA's cost model for one layer's forward + backward, compiled ahead of time for an accelerator target.
 
   python -m bench.cost_model                                  # v5p, reference shape, every layer kind
-  python -m bench.cost_model --layers mamba2 ssd --chunk 256 128 64 --out bench/results/cost_model_v5p.json
-  python -m bench.cost_model --layers ssd --ssd_impl pallas   # the Pallas TPU kernel (compiles; see below)
+  python -m bench.cost_model --layers mamba2 ssd --chunk 128 256 512 --out bench/results/cost_model_v5p.jsonl
+  python -m bench.cost_model --layers ssd mamba2 --ssd_impl pallas   # the Pallas TPU (Mosaic) kernel
+  XLA_FLAGS=--xla_gpu_autotune_level=0 python -m bench.cost_model --target h100 --layers ssd mamba2 \
+      --ssd_impl pallas --chunk 128                           # the Triton kernel, deviceless (needs jax[cuda12])
 
-Runs on a CPU host: the TPU target comes from libtpu's topology description (no chip needed). Each
-layer kind (Mamba2 mixer, the SSD scan alone, attention, SwiGLU) is lowered as `jax.vjp` of its
-forward with an abstract cotangent (the backward of a training step, without the loss), on one
-chip, and compiled; the script prints XLA's FLOPs, bytes accessed, its estimated time
-(`optimal_seconds`) and the TFLOP/s and % of peak that implies, on two bases: XLA's FLOP count and
-the model FLOPs of `hnet/flops.py` (3 x forward; a cost that does not change when the implementation
-recomputes or skips work). The estimate covers loop-free programs only (one layer, not a scanned
-stack) and cannot see inside Pallas kernels: for `--ssd_impl pallas` it reports the compile and
-memory only. None of these figures is a measured speed.
+Runs on a CPU host, no accelerator: a TPU target comes from libtpu's topology description, `h100`
+from jax's CUDA plugin with `hnet/targets/h100_sxm.txtpb`. Each layer kind (the Mamba2 mixer, the
+SSD scan alone, attention, SwiGLU) is lowered as `jax.vjp` of its forward with the output standing
+in for its cotangent (the backward of a training step, without the loss), on one chip, and
+compiled. The script prints XLA's FLOPs, bytes accessed, its estimated time (`optimal_seconds`,
+TPU only) and the TFLOP/s and % of peak that implies, on two bases: XLA's FLOP count (the issue's
+figure) and the model FLOPs of `hnet/flops.py` (3 x forward, unchanged by recomputation). The
+estimate covers loop-free programs only (one layer, not a scanned stack) and cannot see inside
+Pallas kernels: for `--ssd_impl pallas` the useful output is that the kernels compile (`kernels`
+lists the custom calls found in the compiled program). None of these figures is a measured speed.
 """
 # pylint: disable=invalid-name
 import argparse
 import datetime
 import json
 import os
+import re
+import subprocess
 import time
 
 import jax
@@ -30,17 +35,40 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from hnet.config import LayerGroup, ModelConfig, StageConfig
 from hnet.flops import layer_flops
 from hnet.layers.attention import Attention, attention_mask
-from hnet.layers.mamba2 import Mamba2
+from hnet.layers.mamba2 import SSD_IMPLS, Mamba2
 from hnet.layers.mlp import SwiGLU
-from hnet.layers.ssd import ssd_chunked
 
-PEAK_TFLOPS = {"v5p": 459.0, "v5litepod": 197.0, "v6e": 918.0, "v4": 275.0}  # dense bf16 per chip
+PEAK_TFLOPS = {"v5p": 459.0, "v5litepod": 197.0, "v6e": 918.0, "v4": 275.0, "h100": 989.0}  # dense bf16 per chip
 LAYERS = ("mamba2", "ssd", "attention", "swiglu")
+H100_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hnet", "targets",
+                           "h100_sxm.txtpb")
 
 
-def tpu_device(target: str):
-  """One chip of a TPU topology such as 'v5p:2x2x1' (libtpu's description; no hardware)."""
+def target_device(target: str):
+  """One chip of a TPU topology such as 'v5p:2x2x1' (libtpu's description) or of 'h100' (CUDA plugin).
+
+  No hardware is needed: jax itself stays on the CPU, libtpu is told it is alone on this host and
+  may share it with other libtpu processes, and GPU autotuning (which needs a GPU) is off.
+  """
+  jax.config.update("jax_platforms", "cpu")
+  if target == "h100":
+    if "--xla_gpu_autotune_level" not in os.environ.get("XLA_FLAGS", ""):
+      os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_gpu_autotune_level=0"
+    with open(H100_CONFIG, encoding="utf-8") as f:
+      return topologies.get_topology_desc("h100", "cuda", target_config=f.read(), topology="1x1x1").devices[0]
+  for key, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
+                     ("TPU_HOST_BOUNDS", "1,1,1"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):
+    os.environ.setdefault(key, value)
   return topologies.get_topology_desc(target, platform="tpu").devices[0]
+
+
+def kernels(compiled) -> list[str]:
+  """Names of the Pallas kernels (Mosaic or Triton custom calls) in a compiled program."""
+  names = set()
+  for line in compiled.as_text().splitlines():
+    if "custom-call(" in line and re.search(r'custom_call_target="(tpu_custom_call|__gpu\$xla\.gpu\.triton)"', line):
+      names.add(re.match(r"\s*(?:ROOT )?%?([\w-]+)", line).group(1))
+  return sorted(names)
 
 
 def _abstract(tree, sharding):
@@ -65,7 +93,7 @@ def layer_program(kind: str, a: argparse.Namespace, chunk: int):
             jax.ShapeDtypeStruct((B, L, 1, N), dtype), seg_BL)
 
     def fn(x, dt, A, Bm, Cm, seg):
-      f = lambda *xs: ssd_chunked(*xs, chunk_size=chunk, segment_ids_BL=seg, impl=a.ssd_impl)  # noqa: E731
+      f = lambda *xs: SSD_IMPLS[a.ssd_impl](*xs, chunk_size=chunk, segment_ids_BL=seg)  # noqa: E731
       (y, s), vjp = jax.vjp(f, x, dt, A, Bm, Cm)
       return vjp((y, s))  # the outputs stand in for their cotangents: same shapes, no extra inputs
     flops = layer_flops(LayerGroup("m", 1), st, cfg, L)["ssd"] * B * L
@@ -115,11 +143,11 @@ def measure(kind: str, a: argparse.Namespace, chunk: int, device, peak: float) -
   row = {"layer": kind, "chunk": chunk if kind in ("mamba2", "ssd") else None,
          "ssd_impl": a.ssd_impl if kind in ("mamba2", "ssd") else None,
          "compile_s": round(compile_s, 1), "model_tflop": 3 * model_fwd_flops / 1e12,
-         "temp_gb": getattr(mem, "temp_size_in_bytes", 0) / 1e9 if mem else None}
+         "temp_gb": getattr(mem, "temp_size_in_bytes", 0) / 1e9 if mem else None, "kernels": kernels(compiled)}
   seconds = cost.get("optimal_seconds")
   if "flops" in cost:
     row.update(xla_tflop=cost["flops"] / 1e12, gb_accessed=cost.get("bytes accessed", 0.0) / 1e9)
-  if seconds and seconds > 0:
+  if seconds and seconds > 0 and not row["kernels"]:  # XLA's estimate leaves Pallas kernels out
     row.update(est_ms=seconds * 1e3, xla_tflops_per_s=row["xla_tflop"] / seconds,
                model_tflops_per_s=row["model_tflop"] / seconds)
     row.update(xla_pct_peak=100 * row["xla_tflops_per_s"] / peak, model_pct_peak=100 * row["model_tflops_per_s"] / peak)
@@ -128,7 +156,7 @@ def measure(kind: str, a: argparse.Namespace, chunk: int, device, peak: float) -
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--target", default="v5p:2x2x1", help="TPU topology; one chip of it is measured")
+  p.add_argument("--target", default="v5p:2x2x1", help="TPU topology (one chip of it is used) or 'h100'")
   p.add_argument("--layers", nargs="+", default=list(LAYERS), choices=LAYERS)
   p.add_argument("--chunk", nargs="+", type=int, default=[256], help="SSD chunk sizes (mamba2, ssd)")
   p.add_argument("--ssd_impl", default="xla", choices=("xla", "pallas"))
@@ -147,23 +175,26 @@ def main():
   if generation not in PEAK_TFLOPS:
     raise SystemExit(f"--target {a.target!r}: peak unknown; use one of {sorted(PEAK_TFLOPS)}")
   peak = PEAK_TFLOPS[generation]
-  device = tpu_device(a.target)
+  device = target_device(a.target)
   shape = {k: getattr(a, k) for k in ("batch", "seq_len", "d_model", "expand", "head_dim", "d_state", "d_ff",
                                       "num_heads", "dtype")}
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
   meta = {"date": datetime.date.today().isoformat(), "target": a.target, "device": device.device_kind,
-          "peak_tflops": peak, "jax": jax.__version__, "basis": "XLA cost model (AOT compile), not measured",
-          **shape}
+          "peak_tflops": peak, "jax": jax.__version__, "commit": commit,
+          "basis": "XLA cost model (AOT compile), not measured", **shape}
   print(f"{a.target} ({device.device_kind}), one chip, peak {peak:.0f} TFLOP/s bf16; jax {jax.__version__}; "
         f"{shape}")
   print(f"{'layer':>9} {'impl':>6} {'chunk':>5} {'XLA TFLOP':>9} {'GB':>7} {'est ms':>7} {'TFLOP/s':>8} {'%peak':>6} "
-        f"{'model%':>6} {'temp GB':>7}")
+        f"{'model%':>6} {'temp GB':>7}  kernels")
   for kind in a.layers:
     for chunk in (a.chunk if kind in ("mamba2", "ssd") else [a.chunk[0]]):
       row = measure(kind, a, chunk, device, peak)
-      fmt = lambda k, spec: format(row[k], spec) if row.get(k) is not None else "-"  # noqa: E731
+      fmt = lambda k, spec: format(row[k], spec) if row.get(k) is not None else "-".rjust(int(spec.split(".")[0]))  # noqa: E731
       print(f"{kind:>9} {row['ssd_impl'] or '':>6} {row['chunk'] or '':>5} {fmt('xla_tflop', '9.3f')} "
             f"{fmt('gb_accessed', '7.1f')} {fmt('est_ms', '7.2f')} {fmt('xla_tflops_per_s', '8.0f')} "
-            f"{fmt('xla_pct_peak', '5.0f')}% {fmt('model_pct_peak', '5.0f')}% {fmt('temp_gb', '7.2f')}", flush=True)
+            f"{fmt('xla_pct_peak', '5.0f')}% {fmt('model_pct_peak', '5.0f')}% {fmt('temp_gb', '7.2f')}  "
+            f"{' '.join(row['kernels']) or '-'}", flush=True)
       if a.out:
         os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
         with open(a.out, "a", encoding="utf-8") as f:
