@@ -42,6 +42,25 @@ def test_kernel_matches_naive_with_resets_initial_state_and_groups(backend):
     np.testing.assert_allclose(gi, gi_ref, atol=1e-4, rtol=1e-4, err_msg=name)
 
 
+def test_kernel_bf16_gradients_of_dt_and_A_stay_close_to_fp32(backend="tpu"):
+  # As for ssd_chunked: row and column terms of d(cumsum) must come from the same rounded values (the
+  # per-chunk maths is shared by both kernels).
+  x, dt, A, Bm, Cm, _ = ssd_inputs(B=2, L=256, H=4, P=16, N=16)
+  seg = jnp.asarray(np.repeat(np.array([[1] * 150 + [2] * 106]), 2, 0), jnp.int32)
+  wy = jnp.asarray(np.random.default_rng(9).normal(size=x.shape), jnp.float32)
+
+  def grads(dtype):
+    def loss(dt, A):
+      y, _ = ssd_pallas(x.astype(dtype), dt, A, Bm.astype(dtype), Cm.astype(dtype), chunk_size=64,
+                        segment_ids_BL=seg, backend=backend, interpret=True)
+      return jnp.sum(y.astype(jnp.float32) * wy)
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))(dt, A)
+
+  rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))  # noqa: E731
+  (ddt16, dA16), (ddt32, dA32) = grads(jnp.bfloat16), grads(jnp.float32)
+  assert rel(ddt16, ddt32) < 1e-2 and rel(dA16, dA32) < 8e-3, (rel(ddt16, ddt32), rel(dA16, dA32))
+
+
 def test_gpu_kernel_splits_long_chunks():
   # Chunks longer than GPU_MAX_CHUNK (128) run as 128-position chunks: same outputs.
   x, dt, A, Bm, Cm, S0 = ssd_inputs(B=1, L=150, H=2, P=16, N=16)

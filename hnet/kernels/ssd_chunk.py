@@ -97,8 +97,10 @@ def chunk_backward(x_QP, rows, B_QN, C_QN, CB_QS, St_NP, dSt_NP, dy_QP, dtype):
   # Intra-chunk part: y = scores · X.
   dXin_QP = _dot(scores_QS.astype(f32).T, dy_QP, dtype)
   dCB_QS = _dot_nt(dy_QP, X_QP, dtype) * decay_QS
+  # d acs = row sums − column sums of dCB ⊙ scores, both taken from the same rounded scores and X, so
+  # that they cancel to float32 accuracy in the chunk's reverse cumsum.
   rows_Q1 = jnp.sum(dy32_QP * _dot(scores_QS, X_QP, dtype), axis=1, keepdims=True)
-  dacs_Q1 = rows_Q1 - cols[DT] * jnp.sum(x32_QP * dXin_QP, axis=1, keepdims=True)
+  dacs_Q1 = rows_Q1 - jnp.sum(X_QP.astype(f32) * dXin_QP, axis=1, keepdims=True)
   # Read-out of the entering state: y += fs · C Stᵀᵀ.
   dfs_Q1 = jnp.sum(dy32_QP * _dot(C_QN, St_NP, dtype), axis=1, keepdims=True)
   dyfs_QP = dy32_QP * cols[FS]

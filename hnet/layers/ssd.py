@@ -125,7 +125,7 @@ def _decay(k: _Chunked) -> jax.Array:
 
 
 def _ssd_forward(x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ):
-  """(y, states at every chunk boundary (B, C+1, H, P, N) float32)."""
+  """(y, y in float32, states at every chunk boundary (B, C+1, H, P, N) float32)."""
   B, C, Q, H, P = x_BCQHP.shape
   G, N = B_BCQGN.shape[3:]
   R = H // G
@@ -146,29 +146,33 @@ def _ssd_forward(x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ):
   # 3. The state entering each chunk, read out by C and decayed from the chunk start.
   enter_BCGRPN = state_BTHPN[:, :-1].reshape(B, C, G, R, P, N).astype(dtype)
   y_off_BCQGRP = jnp.einsum("bcqgn,bcgrpn->bcqgrp", C_BCQGN, enter_BCGRPN, preferred_element_type=f32)
-  y_BCQGRP = y_BCQGRP + y_off_BCQGRP * k.from_start_BCQH.reshape(B, C, Q, G, R, 1)
-  return jax.lax.optimization_barrier(y_BCQGRP.reshape(B, C, Q, H, P).astype(dtype)), state_BTHPN
+  y_BCQHP = (y_BCQGRP + y_off_BCQGRP * k.from_start_BCQH.reshape(B, C, Q, G, R, 1)).reshape(B, C, Q, H, P)
+  return jax.lax.optimization_barrier(y_BCQHP.astype(dtype)), y_BCQHP, state_BTHPN
 
 
 @jax.custom_vjp
 def _ssd_core(x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ):
-  y_BCQHP, state_BTHPN = _ssd_forward(x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ)
+  y_BCQHP, _, state_BTHPN = _ssd_forward(x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ)
   return y_BCQHP, state_BTHPN[:, -1]
 
 
 def _ssd_core_fwd(x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ):
-  y_BCQHP, state_BTHPN = _ssd_forward(x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ)
-  # Kept: the inputs, the output and the boundary states; every (B, C, H, Q, Q) tensor is recomputed.
-  res = (x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ, y_BCQHP, state_BTHPN)
+  y_BCQHP, y32_BCQHP, state_BTHPN = _ssd_forward(x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ)
+  # Kept: the inputs, y before rounding and the boundary states; every (B, C, H, Q, Q) tensor is recomputed.
+  res = (x_BCQHP, dt_BCQH, A_H, B_BCQGN, C_BCQGN, S0_BHPN, run_BCQ, y32_BCQHP, state_BTHPN)
   return (y_BCQHP, state_BTHPN[:, -1]), res
 
 
 def _ssd_core_bwd(res, cotangents):
-  """Hand-written backward. With rows (+Σ a into q) and columns (−Σ a from s) of every decay, the
-  cotangent of the within-chunk cumsum at position t is Σ_p dy_t y_t − Σ_p X_t dX_t (each decay
-  scales a product it enters), plus, at a chunk's last position, Σ dlocal ⊙ (state after the chunk).
+  """Hand-written backward.
+
+  Every decay is exp(acs_q − acs_s) and scales a product it enters, so the cotangent of the
+  within-chunk cumsum at t is (row terms) Σ_p dy_t y_t − (column terms) Σ_p X_t dX_t, plus, at a
+  chunk's last position, the end-of-chunk terms. No Q×Q reduction is needed. Row and column terms
+  come from the same rounded scores and X (y kept in float32), so their totals cancel to float32
+  accuracy in the reverse cumsum; with y rounded to bf16 they would not.
   """
-  x_BCQHP, dt_BCQH, A_H, B_in, C_in, S0_BHPN, run_BCQ, y_BCQHP, state_BTHPN = res
+  x_BCQHP, dt_BCQH, A_H, B_in, C_in, S0_BHPN, run_BCQ, y32_BCQHP, state_BTHPN = res
   dy_BCQHP, dfinal_BHPN = cotangents
   B, C, Q, H, P = x_BCQHP.shape
   G, N = B_in.shape[3:]
@@ -189,7 +193,8 @@ def _ssd_core_bwd(res, cotangents):
   dstate_BTHPN = jnp.concatenate([denter_BCGRPN.reshape(B, C, H, P, N), dfinal_BHPN.astype(f32)[:, None]], axis=1)
   Gbar_BTHPN = jnp.einsum("bhzt,bzhpn->bthpn", k.carry_BHTT, dstate_BTHPN, preferred_element_type=f32)
   dS0_BHPN, dlocal_BCHPN = Gbar_BTHPN[:, 0], Gbar_BTHPN[:, 1:]
-  dend_BCH = jnp.einsum("bchpn,bchpn->bch", dlocal_BCHPN, state_BTHPN[:, 1:])
+  m_BCH = jnp.diagonal(k.carry_BHTT, offset=-1, axis1=-2, axis2=-1).transpose(0, 2, 1)
+  dchunk_a_BCH = m_BCH * jnp.einsum("bchpn,bchpn->bch", dlocal_BCHPN, state_BTHPN[:, :-1])
   dlocal_BCGRPN = dlocal_BCHPN.reshape(B, C, G, R, P, N).astype(dtype)
 
   # 2'. Chunk end states: local = Σ_s te_s X_sᵀ B_s.
@@ -201,8 +206,8 @@ def _ssd_core_bwd(res, cotangents):
   # 1. Intra-chunk: dX = scoresᵀ dy; dP = (dy Xᵀ) ⊙ decay is the one (B, C, H, Q, Q) tensor written out.
   decay_BCGRQS = _decay(k)
   scores_BCGRQS = (k.CB_BCGQS[:, :, :, None] * decay_BCGRQS).astype(dtype)
-  dX_BCQGRP = jnp.einsum("bcgrqs,bcqgrp->bcsgrp", scores_BCGRQS, dy_BCQGRP, preferred_element_type=f32)
-  dX_BCQGRP = dX_BCQGRP + dXe_BCQGRP * te_BCQGR1
+  dXin_BCQGRP = jnp.einsum("bcgrqs,bcqgrp->bcsgrp", scores_BCGRQS, dy_BCQGRP, preferred_element_type=f32)
+  dX_BCQGRP = dXin_BCQGRP + dXe_BCQGRP * te_BCQGR1
   dP_BCGRQS = (jnp.einsum("bcqgrp,bcsgrp->bcgrqs", dy_BCQGRP, k.X_BCQGRP, preferred_element_type=f32)
                * decay_BCGRQS).astype(dtype)
   dCB_BCGQS = jnp.sum(dP_BCGRQS.astype(f32), axis=3).astype(dtype)
@@ -212,9 +217,13 @@ def _ssd_core_bwd(res, cotangents):
   # acs = cumsum(dt · A) within the chunk and X = x · dt.
   dt_f32 = dt_BCQH.astype(f32)
   dX_BCQHP = dX_BCQGRP.reshape(B, C, Q, H, P)
-  u_BCQH = jnp.sum(dX_BCQHP * x_BCQHP.astype(f32), axis=-1)  # Σ_p x dX
-  rows_BCQH = jnp.sum(dy_BCQHP.astype(f32) * y_BCQHP.astype(f32), axis=-1)
-  dacs_BCQH = (rows_BCQH - dt_f32 * u_BCQH).at[:, :, -1].add(dend_BCH)
+  u_BCQH = jnp.sum(dX_BCQHP * x_BCQHP.astype(f32), axis=-1)  # Σ_p x dX: the cotangent of dt through X
+  X32_BCQGRP = k.X_BCQGRP.astype(f32)
+  rows_BCQH = jnp.sum(dy_BCQHP.astype(f32) * y32_BCQHP, axis=-1)
+  cols_BCQH = jnp.sum(X32_BCQGRP * dXin_BCQGRP, axis=-1).reshape(B, C, Q, H)
+  te_cols_BCQH = jnp.sum(X32_BCQGRP * dXe_BCQGRP * te_BCQGR1, axis=-1).reshape(B, C, Q, H)
+  dend_BCH = dchunk_a_BCH + jnp.sum(te_cols_BCQH, axis=2)
+  dacs_BCQH = (rows_BCQH - cols_BCQH - te_cols_BCQH).at[:, :, -1].add(dend_BCH)
   da_BCQH = jnp.flip(jnp.cumsum(jnp.flip(dacs_BCQH, 2), axis=2), 2)
   ddt_BCQH = u_BCQH + da_BCQH * A_H.astype(f32)[None, None, None]
   dA_H = jnp.sum(da_BCQH * dt_f32, axis=(0, 1, 2))
