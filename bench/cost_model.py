@@ -190,7 +190,8 @@ def main():
   for kind in a.layers:
     for chunk in (a.chunk if kind in ("mamba2", "ssd") else [a.chunk[0]]):
       row = measure(kind, a, chunk, device, peak)
-      fmt = lambda k, spec: format(row[k], spec) if row.get(k) is not None else "-".rjust(int(spec.split(".")[0]))  # noqa: E731
+      def fmt(k, spec, row=row):
+        return format(row[k], spec) if row.get(k) is not None else "-".rjust(int(spec.split(".")[0]))
       print(f"{kind:>9} {row['ssd_impl'] or '':>6} {row['chunk'] or '':>5} {fmt('xla_tflop', '9.3f')} "
             f"{fmt('gb_accessed', '7.1f')} {fmt('est_ms', '7.2f')} {fmt('xla_tflops_per_s', '8.0f')} "
             f"{fmt('xla_pct_peak', '5.0f')}% {fmt('model_pct_peak', '5.0f')}% {fmt('temp_gb', '7.2f')}  "

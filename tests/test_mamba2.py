@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hnet.layers.mamba2 import Mamba2, Mamba2Cache, conv_silu, gated_rmsnorm
+from hnet.layers.mamba2 import Mamba2, Mamba2Cache
+from hnet.layers.mamba2_ops import conv_silu, gated_rmsnorm
 from hnet.layers.ssd import run_ids, ssd_chunked, ssd_naive
 
 Q = 16  # chunk size; every L below is deliberately not a multiple of it
