@@ -1,12 +1,22 @@
 """Times jitted training steps of any config on synthetic packed bytes (no input pipeline).
 
   python -m bench.train_step --config configs/hnet_1stage_L.py --config.train.batch_size=8 --steps 10
+  python -m bench.train_step --suite accelerator --out bench/results/train_step_accelerator.jsonl
 
 Prints one JSON line and writes it under bench/results/ (with --out): device, jax version,
 bytes/s, step time, model FLOPs/byte, MFU (3 x forward FLOPs, capacity basis and target
 basis), peak memory and compile time. Warm-up steps are excluded; every timed step ends
 in `block_until_ready`.
+
+`--suite accelerator` (issue 13; for one GPU or TPU chip) runs, in one process and on the same
+device: the Mamba2 stack (8 Mamba2 layers, d 1024, 8192 bytes/row, chunk 256, bf16) with each
+`model.ssd_impl`, H-Net 1-stage L, and a flat byte Transformer at d 1024 whose depth is chosen
+so that its training FLOPs/byte match H-Net's; then a summary line with the Mamba2 stack's MFU
+(target >= 0.35 on H100) and H-Net's bytes/s over the flat model's (target >= 0.9), with the
+library versions. `--suite_variant tiny` shrinks every entry (a CPU smoke run of the suite).
 """
+import copy
+import importlib.metadata
 import json
 import os
 import time
@@ -18,6 +28,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
+from configs import base, hnet_1stage_L
 from hnet import sharding, trainer
 from hnet.config import model_config_from_dict
 from hnet.flops import flops_per_byte
@@ -31,6 +42,9 @@ flags.DEFINE_integer("steps", 10, "Timed steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_string("out", None, "Write the JSON result to this file (e.g. bench/results/x.json).")
 flags.DEFINE_string("name", None, "Name of this measurement in the JSON.")
+flags.DEFINE_enum("suite", None, ["accelerator"], "Run a fixed set of measurements instead of --config.")
+flags.DEFINE_integer("suite_batch", 8, "Rows per step for every entry of --suite.")
+flags.DEFINE_string("suite_variant", None, "Config variant applied to every entry of --suite ('tiny': CPU smoke run).")
 
 
 def synthetic_batch(batch: int, length: int, seed: int = 0) -> dict:
@@ -93,17 +107,99 @@ def run(c, steps: int, warmup: int) -> dict:
   return result
 
 
+def _mamba2_stack(impl: str):
+  """8 Mamba2 layers at d 1024 on 8192-byte rows (the issue's H100 Mamba2 measurement), no hierarchy."""
+  c = base.get_config()
+  base.paper_scale(c)
+  c.model.layout = "['m8']"
+  c.model.d_model, c.model.d_ff, c.model.num_heads = (1024,), (0,), (16,)
+  c.model.rotary_dim, c.model.window = (-1,), (-1,)
+  c.model.router, c.model.target_ratio = "none", ()
+  c.model.ssd_impl = impl
+  return c
+
+
+def _flat_matching(reference, seq_len: int, variant: str | None):
+  """Flat byte Transformer at the reference's outer width whose training FLOPs/byte match it best."""
+  target = flops_per_byte(model_config_from_dict(reference.model), seq_len, train=True)
+  best = None
+  for layers in range(1, 97):
+    c = base.get_config()
+    base.paper_scale(c)
+    c.model.layout = f"['T{layers}']"
+    c.model.d_model, c.model.d_ff = (reference.model.d_model[0],), (4 * reference.model.d_model[0],)
+    c.model.num_heads, c.model.rotary_dim, c.model.window = (reference.model.num_heads[0],), (-1,), (-1,)
+    c.model.router, c.model.target_ratio = "none", ()
+    if variant:
+      base.apply_variant(c, variant)
+    gap = abs(flops_per_byte(model_config_from_dict(c.model), seq_len, train=True) - target)
+    if best is None or gap < best[0]:
+      best = (gap, c)
+  return best[1]
+
+
+def suite_configs(batch: int, variant: str | None) -> dict:
+  """name -> config of the accelerator suite, every entry at the same batch and row length."""
+  entries = {"mamba2_stack_xla": _mamba2_stack("xla"), "mamba2_stack_pallas": _mamba2_stack("pallas"),
+             "hnet_1stage_L": hnet_1stage_L.get_config()}
+  for c in entries.values():
+    if variant:
+      base.apply_variant(c, variant)
+  entries["flat_equal_flops"] = _flat_matching(entries["hnet_1stage_L"], entries["hnet_1stage_L"].data.seq_len,
+                                               variant)
+  for c in entries.values():
+    c.train.batch_size = batch
+  return entries
+
+
+def versions() -> dict:
+  """jax, jaxlib and whichever accelerator plugins are installed."""
+  out = {"jax": jax.__version__}
+  for dist in ("jaxlib", "libtpu", "jax-cuda12-plugin", "jax-cuda13-plugin"):
+    try:
+      out[dist] = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return out
+
+
+def run_suite(batch: int, variant: str | None, steps: int, warmup: int) -> list[dict]:
+  """Every suite entry, then a summary line with the issue's two targets."""
+  results = []
+  for name, c in suite_configs(batch, variant).items():
+    result = {"suite": "accelerator", "name": name, **run(copy.deepcopy(c), steps, warmup), "versions": versions()}
+    print(json.dumps(result), flush=True)
+    results.append(result)
+  by_name = {r["name"]: r for r in results}
+  hnet, flat = by_name["hnet_1stage_L"], by_name["flat_equal_flops"]
+  summary = {
+      "suite": "accelerator", "name": "summary", "device": results[0]["device"], "versions": versions(),
+      "mamba2_stack_mfu": {k: by_name[f"mamba2_stack_{k}"]["mfu"] for k in ("xla", "pallas")},
+      "mamba2_stack_mfu_target": 0.35,
+      "flat_layout": flat["layout"],
+      "hnet_over_flat_bytes_per_s": hnet["bytes_per_s"] / flat["bytes_per_s"],
+      "hnet_over_flat_fwd_flops_per_byte": hnet["fwd_flops_per_byte"] / flat["fwd_flops_per_byte"],
+      "hnet_over_flat_target": 0.9,
+  }
+  print(json.dumps(summary), flush=True)
+  return results + [summary]
+
+
 def main(argv):
   del argv
-  result = run(FLAGS.config, FLAGS.steps, FLAGS.warmup)
-  if FLAGS.name:
-    result["name"] = FLAGS.name
-  line = json.dumps(result)
-  print(line)
+  if FLAGS.suite:
+    lines = run_suite(FLAGS.suite_batch, FLAGS.suite_variant, FLAGS.steps, FLAGS.warmup)
+  else:
+    result = run(FLAGS.config, FLAGS.steps, FLAGS.warmup)
+    if FLAGS.name:
+      result["name"] = FLAGS.name
+    print(json.dumps(result))
+    lines = [result]
   if FLAGS.out:
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
     with open(FLAGS.out, "a", encoding="utf-8") as f:
-      f.write(line + "\n")
+      for line in lines:
+        f.write(json.dumps(line) + "\n")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.model.ssm_head_dim = 32  # Mamba2 head dim P
   c.model.ssm_d_conv = 4  # Mamba2 causal conv width
   c.model.ssm_chunk_size = 64  # SSD chunk length Q
+  c.model.ssd_impl = "xla"  # SSD scan: 'xla' (chunked matmuls) or 'pallas' (TPU/GPU kernel; interpret mode on CPU)
   c.model.attention_impl = "default"  # jax.nn.dot_product_attention implementation: 'default', 'cudnn', 'xla'
   c.model.dtype = "float32"  # compute dtype ('bfloat16' on accelerators); params stay float32
   c.model.remat = "full"  # remat policy per layer: 'none', 'full', 'dots' (save matmul outputs)

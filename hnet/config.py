@@ -126,6 +126,7 @@ class ModelConfig:
   ssm_head_dim: int = 64
   ssm_d_conv: int = 4
   ssm_chunk_size: int = 256
+  ssd_impl: str = "xla"
   attention_impl: str = "default"
   dtype: str = "float32"
   remat: str = "full"
@@ -180,6 +181,12 @@ class ModelConfig:
       raise ValueError(f"model.capacity_slack={self.capacity_slack} must be >= 1")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"model.dtype={self.dtype!r}: use 'float32' or 'bfloat16'")
+    if self.ssd_impl not in ("xla", "pallas"):
+      raise ValueError(f"model.ssd_impl={self.ssd_impl!r}: use 'xla' or 'pallas'")
+    for key in ("ssm_chunk_size", "ssm_head_dim", "ssm_d_state") if self.ssd_impl == "pallas" else ():
+      v = getattr(self, key)  # the kernels' tile sides
+      if v < 16 or v & (v - 1):
+        raise ValueError(f"model.{key}={v} must be a power of two >= 16 with model.ssd_impl='pallas'")
     if self.attention_impl not in ("default", "cudnn", "xla"):
       raise ValueError(f"model.attention_impl={self.attention_impl!r}: use 'default', 'cudnn' or 'xla'")
 
@@ -306,6 +313,7 @@ def model_config_from_dict(c) -> ModelConfig:
       ssm_head_dim=int(get("ssm_head_dim")),
       ssm_d_conv=int(get("ssm_d_conv")),
       ssm_chunk_size=int(get("ssm_chunk_size")),
+      ssd_impl=get("ssd_impl"),
       attention_impl=get("attention_impl"),
       dtype=get("dtype"),
       remat=get("remat"),

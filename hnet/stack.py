@@ -43,7 +43,7 @@ class Block(nnx.Module):
     if group.mixer == "mamba":
       self.mixer = Mamba2(
           st.d_model, d_state=cfg.ssm_d_state, expand=cfg.ssm_expand, head_dim=cfg.ssm_head_dim,
-          d_conv=cfg.ssm_d_conv, chunk_size=cfg.ssm_chunk_size, init_std=cfg.init_std,
+          d_conv=cfg.ssm_d_conv, chunk_size=cfg.ssm_chunk_size, ssd_impl=cfg.ssd_impl, init_std=cfg.init_std,
           out_init_std=out_std, dtype=dtype, rngs=rngs)
     else:
       self.mixer = Attention(

@@ -12,9 +12,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hnet.kernels.ssd import check_sizes, ssd_pallas
+from hnet.layers.mamba2_ops import conv_silu, gated_rmsnorm
 from hnet.layers.ssd import run_ids, ssd_chunked
 
 f32 = jnp.float32
+SSD_IMPLS = {"xla": ssd_chunked, "pallas": ssd_pallas}  # model.ssd_impl
 
 
 @flax.struct.dataclass
@@ -47,7 +50,7 @@ class Mamba2(nnx.Module):
   """Mamba2 block mixer (§2.2 of the design notes), ngroups = 1, with document resets from segment ids."""
 
   def __init__(self, d_model: int, *, d_state: int, expand: int, head_dim: int, d_conv: int, chunk_size: int,
-               init_std: float, out_init_std: float, dtype=jnp.float32, rngs: nnx.Rngs):
+               init_std: float, out_init_std: float, ssd_impl: str = "xla", dtype=jnp.float32, rngs: nnx.Rngs):
     for name, v in (("d_model", d_model), ("d_state", d_state), ("expand", expand), ("head_dim", head_dim),
                     ("d_conv", d_conv), ("chunk_size", chunk_size)):
       if not isinstance(v, numbers.Integral) or v < 1:
@@ -55,6 +58,11 @@ class Mamba2(nnx.Module):
     d_inner = expand * d_model
     if d_inner % head_dim:
       raise ValueError(f"Mamba2: head_dim={head_dim} must divide expand*d_model={d_inner}")
+    if ssd_impl not in SSD_IMPLS:
+      raise ValueError(f"Mamba2: ssd_impl={ssd_impl!r}; use one of {tuple(SSD_IMPLS)}")
+    if ssd_impl == "pallas":
+      check_sizes(chunk_size, head_dim, d_state)
+    self.ssd_impl = ssd_impl
     self.d_inner, self.d_state, self.d_conv, self.chunk_size = d_inner, d_state, d_conv, chunk_size
     self.num_heads, self.head_dim = d_inner // head_dim, head_dim
     self.conv_dim = d_inner + 2 * d_state
@@ -94,12 +102,7 @@ class Mamba2(nnx.Module):
 
   def _finish(self, y_XHP: jax.Array, x_XHP: jax.Array, z_XI: jax.Array) -> jax.Array:
     """D skip, gated RMSNorm(y · silu(z)) · w in float32, then out_proj."""
-    lead = y_XHP.shape[:-2]
-    y_XHP = y_XHP.astype(f32) + x_XHP.astype(f32) * self.D[...].reshape((1,) * len(lead) + (-1, 1))
-    y_XI = y_XHP.reshape(lead + (self.d_inner,)) * jax.nn.silu(z_XI.astype(f32))
-    y_XI = y_XI * jax.lax.rsqrt(jnp.mean(jnp.square(y_XI), axis=-1, keepdims=True) + 1e-5)
-    y_XI = y_XI * self.norm_weight[...].reshape((1,) * len(lead) + (-1,))
-    return self.out_proj(y_XI.astype(self.dtype))
+    return self.out_proj(gated_rmsnorm(y_XHP, x_XHP, z_XI.astype(self.dtype), self.D[...], self.norm_weight[...]))
 
   def __call__(self, x_BLD: jax.Array, segment_ids_BL: jax.Array | None = None, *, return_cache: bool = False):
     """Mixes a (packed) sequence; with `return_cache`, also the cache that lets `step` continue after it."""
@@ -109,24 +112,21 @@ class Mamba2(nnx.Module):
     run_BL = run_ids(segment_ids_BL, Bsz, L)
 
     # Causal depthwise conv; taps from another document (or before the start) are dropped.
-    w_WC = self.conv_weight[...]
-    xpad_BLC = jnp.pad(xBC_BLC.astype(f32), [(0, 0), (W - 1, 0), (0, 0)])
-    runpad_BL = jnp.pad(run_BL, [(0, 0), (W - 1, 0)], constant_values=-1)
-    conv_BLC = jnp.broadcast_to(self.conv_bias[...][None, None], (Bsz, L, self.conv_dim))
-    for w in range(W):  # tap w reads position t - (W-1-w)
-      same_BL1 = (runpad_BL[:, w:w + L] == run_BL)[..., None]
-      conv_BLC = conv_BLC + jnp.where(same_BL1, xpad_BLC[:, w:w + L], 0.0) * w_WC[w][None, None]
-    xBC_BLC = jax.nn.silu(conv_BLC).astype(self.dtype)
+    xBC_BLC = xBC_BLC.astype(self.dtype)
+    conv_BLC = conv_silu(xBC_BLC, self.conv_weight[...], self.conv_bias[...], run_BL)
 
-    x_BLHP, B_BLN, C_BLN, dt_BLH, A_H = self._ssm_inputs(xBC_BLC, dt_BLH)
-    y_BLHP, ssm_BHPN = ssd_chunked(x_BLHP, dt_BLH, A_H, B_BLN[:, :, None], C_BLN[:, :, None],
-                                   chunk_size=self.chunk_size, segment_ids_BL=segment_ids_BL)
+    x_BLHP, B_BLN, C_BLN, dt_BLH, A_H = self._ssm_inputs(conv_BLC, dt_BLH)
+    ssd = SSD_IMPLS[self.ssd_impl]
+    y_BLHP, ssm_BHPN = ssd(x_BLHP, dt_BLH, A_H, B_BLN[:, :, None], C_BLN[:, :, None],
+                           chunk_size=self.chunk_size, segment_ids_BL=segment_ids_BL)
     out_BLD = self._finish(y_BLHP, x_BLHP, z_BLI)
     if not return_cache:
       return out_BLD
     # The last W conv inputs, zeroed where they precede the last document (or the start).
+    xpad_BLC = jnp.pad(xBC_BLC, [(0, 0), (W - 1, 0), (0, 0)])
+    runpad_BL = jnp.pad(run_BL, [(0, 0), (W - 1, 0)], constant_values=-1)
     keep_BW1 = (runpad_BL[:, -W:] == run_BL[:, -1:])[..., None]
-    conv_BWC = jnp.where(keep_BW1, xpad_BLC[:, -W:], 0.0).astype(self.dtype)
+    conv_BWC = jnp.where(keep_BW1, xpad_BLC[:, -W:], 0).astype(self.dtype)
     return out_BLD, Mamba2Cache(conv_BWC=conv_BWC, ssm_BHPN=ssm_BHPN)
 
   def init_cache(self, batch_size: int) -> Mamba2Cache:

@@ -1,0 +1,1 @@
+"""Pallas kernels: the SSD scan for TPU (Mosaic) and GPU (Triton), selected by `model.ssd_impl='pallas'`."""
