@@ -256,10 +256,12 @@ def entropy_lm_config(workdir: str) -> ModelConfig:
     raise FileNotFoundError(f"model.entropy_model={workdir!r}: no train.py work dir there ({path} does not "
                             "exist); train one: python train.py --config configs/entropy_lm.py --workdir "
                             f"{workdir}")
+  from hnet.evals import loading  # pylint: disable=import-outside-toplevel  (loading builds models)
   try:
     with open(path, encoding="utf-8") as f:
-      stored = json.load(f)["model"]
-    return model_config_from_dict(stored)
+      stored = json.load(f)
+    # Keys added to the config since that run take their defaults, as when eval.py loads it.
+    return model_config_from_dict(loading.merge_config(stored, None, loading.default_config()).model)
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"model.entropy_model={workdir!r}: incompatible config in {path} "
                      f"({type(e).__name__}: {e})") from None

@@ -153,7 +153,7 @@ def _set(c: ml_collections.ConfigDict, key: str, value, *, create: bool) -> None
   node[leaf] = value
 
 
-def _default_config() -> ml_collections.ConfigDict | None:
+def default_config() -> ml_collections.ConfigDict | None:
   try:
     from configs import base  # pylint: disable=import-outside-toplevel  (repo layout: run from the root)
   except ImportError:
@@ -210,7 +210,7 @@ def load(workdir: str | None = None, *, checkpoint: str | None = None, step: int
   workdir, ckpt_dir, step = resolve(workdir, checkpoint, step)
   ckpt = Checkpointer(ckpt_dir, async_save=False)
   try:
-    c = merge_config(read_config(ckpt, workdir, step), overrides, _default_config())
+    c = merge_config(read_config(ckpt, workdir, step), overrides, default_config())
     model_cfg = model_config_from_dict(c.model)
     mesh = sharding.make_mesh(devices=devices if devices is not None else jax.local_devices())
     abstract = nnx.eval_shape(lambda: HNetLM(model_cfg, rngs=nnx.Rngs(params=0)))
