@@ -3,11 +3,17 @@
   python train.py                                     # default small H-Net on the embedded corpus
   python train.py --config configs/flat.py --config.train.num_steps=2000 --workdir runs/flat
   python train.py --config configs/hnet_1stage.py:tiny  # any config shrunk for a smoke test
+  python train.py --config configs/hnet_1stage_XL.py --aot h100   # will it fit? (compiles, runs nothing)
 
 Restarting with the same --workdir resumes from its latest checkpoint.
 """
+import json
 import logging
 import os
+import sys
+
+# JAX takes 75% of a GPU's memory by default; a training process owns the GPU (`--aot` checks against this).
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -23,6 +29,9 @@ flags.DEFINE_string("coordinator", None, "host:port of process 0 (explicit multi
 flags.DEFINE_integer("num_processes", None, "Number of processes (explicit multi-host start).")
 flags.DEFINE_integer("process_id", None, "This process's index (explicit multi-host start).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("aot", None, "Compile the train step ahead of time for a target and report whether it fits, "
+                    "then exit (1 if it does not): v4-N, v5p-N, v5e-N, v6e-N, h100, h100x8, h200, a100.")
+flags.DEFINE_string("aot_report", None, "With --aot: also write the measurements to this JSON file.")
 
 
 def main(argv):
@@ -35,6 +44,8 @@ def main(argv):
   hnet_log.setLevel(logging.INFO)
   hnet_log.addHandler(handler)
   hnet_log.propagate = False
+  if FLAGS.aot:
+    sys.exit(compile_ahead_of_time(FLAGS.aot, FLAGS.aot_report))
   from hnet import distributed, trainer  # pylint: disable=import-outside-toplevel
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
@@ -42,6 +53,19 @@ def main(argv):
   if ev:
     print(f"done: step {result['step']}, validation bits/byte {ev['bits_per_byte']:.4f}, "
           f"workdir {FLAGS.workdir}")
+
+
+def compile_ahead_of_time(target_name: str, report_path: str | None) -> int:
+  from hnet import accelerators, aot  # pylint: disable=import-outside-toplevel
+  target = accelerators.parse(target_name)
+  if target.platform == "cuda":
+    accelerators.prepare_gpu_compiles()  # before the first compile
+  report = aot.compile_train_step(FLAGS.config, target)
+  print(aot.format_report(report, FLAGS["config"].value_file if hasattr(FLAGS["config"], "value_file") else ""))
+  if report_path:
+    with open(report_path, "w", encoding="utf-8") as f:
+      json.dump(report.to_json(), f, indent=2)
+  return 0 if report.fits else 1
 
 
 if __name__ == "__main__":

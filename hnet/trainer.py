@@ -113,12 +113,18 @@ def make_eval_step(graphdef):
 # ---------------------------------------------------------------------------------------------
 # Set-up helpers shared with eval.py
 # ---------------------------------------------------------------------------------------------
-def make_model(model_cfg: ModelConfig, mesh, seed: int):
-  """(graphdef, sharded params) initialised directly into their shardings."""
+def abstract_model(model_cfg: ModelConfig, seed: int = 0):
+  """(graphdef, abstract params): the model's structure and parameter shapes, nothing allocated."""
   abstract = nnx.eval_shape(lambda: HNetLM(model_cfg, rngs=nnx.Rngs(params=seed)))
   graphdef, abstract_params, rest = nnx.split(abstract, nnx.Param, ...)
   if jax.tree.leaves(rest):
     raise ValueError("model has non-parameter state, which the trainer does not handle")
+  return graphdef, abstract_params
+
+
+def make_model(model_cfg: ModelConfig, mesh, seed: int):
+  """(graphdef, sharded params) initialised directly into their shardings."""
+  graphdef, abstract_params = abstract_model(model_cfg, seed)
   params_sharding = sharding.param_shardings(abstract_params, mesh)
 
   @jax.jit
@@ -153,14 +159,54 @@ def load_frozen_params(model_cfg: ModelConfig, params, params_sharding, mesh):
   return params
 
 
-def init_train_state(params, tx, mesh) -> tuple[TrainState, Any]:
-  """Step 0 state on the mesh and its sharding (optimizer state follows the params; scalars replicated)."""
+def compile_state_init(params, tx, mesh):
+  """The compiled step-0 state constructor for `params` (arrays, or shapes with shardings) and its output shardings.
+
+  The optimizer state is laid out as XLA propagates it from the parameters' shardings;
+  scalars (step, controller) are replicated.
+  """
+  def init(p):
+    return TrainState(jnp.zeros((), jnp.int32), p, tx.init(p), ControllerState.init())
+
   with jax.set_mesh(mesh):
-    state = TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init)(params), ControllerState.init())
-    replicated = NamedSharding(mesh, P())
-    state_sharding = jax.tree.map(
-        lambda x: x.sharding if isinstance(getattr(x, "sharding", None), NamedSharding) else replicated, state)
-    return jax.device_put(state, state_sharding), state_sharding
+    compiled = jax.jit(init).lower(params).compile()
+  replicated = NamedSharding(mesh, P())
+  state_sharding = jax.tree.map(lambda s: s if isinstance(s, NamedSharding) else replicated,
+                                compiled.output_shardings)
+  return compiled, state_sharding
+
+
+def init_train_state(params, tx, mesh) -> tuple[TrainState, Any]:
+  """Step 0 state on the mesh and its sharding."""
+  compiled, state_sharding = compile_state_init(params, tx, mesh)
+  with jax.set_mesh(mesh):
+    return jax.device_put(compiled(params), state_sharding), state_sharding
+
+
+def jit_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule, state_sharding, mesh):
+  """The jitted update step exactly as training runs it: sharded state donated, metrics replicated."""
+  batch_sharding = sharding.batch_sharding(mesh)
+  return jax.jit(make_train_step(graphdef, model_cfg, c, tx, schedule),
+                 in_shardings=(state_sharding, batch_sharding),
+                 out_shardings=(state_sharding, NamedSharding(mesh, P())), donate_argnums=0)
+
+
+def abstract_batch(batch_size: int, seq_len: int, mesh) -> dict:
+  """Shapes, dtypes and shardings of one global training batch (as `to_global` builds it)."""
+  batch_sharding = sharding.batch_sharding(mesh)
+  return {k: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32 if k == "loss_mask" else jnp.int32,
+                                  sharding=batch_sharding) for k in BATCH_KEYS}
+
+
+def check_batch_divides(c, mesh) -> None:
+  """train.batch_size / grad_accum_steps rows must split evenly over the data-parallel devices."""
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  B, A = c.train.batch_size, c.train.grad_accum_steps
+  if B % A:
+    raise ValueError(f"train.batch_size={B} must be divisible by train.grad_accum_steps={A}")
+  if (B // A) % data_parallel:
+    raise ValueError(f"train.batch_size / grad_accum_steps = {B // A} must be divisible by the "
+                     f"data-parallel size data*fsdp = {data_parallel}")
 
 
 def abstract_with_shardings(tree, shardings):
@@ -279,12 +325,8 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
   batch_sharding = sharding.batch_sharding(mesh)
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-  B, A = c.train.batch_size, c.train.grad_accum_steps
-  if B % A:
-    raise ValueError(f"train.batch_size={B} must be divisible by train.grad_accum_steps={A}")
-  if (B // A) % data_parallel:
-    raise ValueError(f"train.batch_size / grad_accum_steps = {B // A} must be divisible by the "
-                     f"data-parallel size data*fsdp = {data_parallel}")
+  B = c.train.batch_size
+  check_batch_divides(c, mesh)
 
   # --- input ---------------------------------------------------------------------------------
   stats = pipeline.prepare(c.data)
@@ -314,9 +356,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   replicated = NamedSharding(mesh, P())
 
   # --- update step ---------------------------------------------------------------------------
-  train_step = jax.jit(make_train_step(graphdef, model_cfg, c, tx, schedule),
-                       in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, replicated),
-                       donate_argnums=0)
+  train_step = jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
   eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(params_sharding, batch_sharding),
                       out_shardings=replicated)
 

@@ -1,0 +1,114 @@
+"""Will it fit? The largest power-of-two global batch of each paper config per accelerator target.
+
+  python -m bench.will_it_fit                                   # the README table (hours on 2 CPU cores)
+  python -m bench.will_it_fit --configs hnet_1stage_L --targets v5p-8 h100
+
+Every cell is `train.py --aot` (hnet/aot.py): the exact training step at 8192-byte rows, fsdp over
+every device of the target, compiled ahead of time on this CPU host. The search compiles one row
+per device, extrapolates XLA's temporaries linearly in the rows per device to the largest power of
+two that should fit, compiles that, and steps down (or up) one power of two at a time until the
+verdict flips; every batch in the table was compiled, none is extrapolated. GPU targets need jax's
+CUDA plugin (`pip install -e ".[cuda]"`), TPU targets libtpu (`pip install "jax[tpu]"`).
+Results: bench/results/will_it_fit.json (every compile) and a Markdown table on stdout.
+"""
+import argparse
+import datetime
+import importlib
+import json
+import math
+import os
+import sys
+
+import jax
+
+from hnet import accelerators, aot
+
+CONFIGS = ("hnet_1stage_L", "hnet_1stage_XL", "hnet_2stage_L", "hnet_2stage_XL")
+TARGETS = ("h100", "h100x8", "v5p-8", "v5e-8")
+MAX_ROWS_PER_DEVICE = 256
+
+
+def load_config(name: str, target: accelerators.Target, batch: int):
+  c = importlib.import_module(f"configs.{name}").get_config()
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+  c.train.batch_size = batch
+  c.train.grad_accum_steps = 1
+  return c
+
+
+def search(name: str, target: accelerators.Target, devices: list, log) -> dict:
+  """Compiles until the largest fitting power-of-two batch and the next one up are both known."""
+  n = target.num_devices
+  tried: dict[int, aot.Report] = {}
+
+  def compile_rows(rows: int) -> aot.Report:
+    if rows not in tried:
+      r = aot.compile_train_step(load_config(name, target, rows * n), target, devices)
+      tried[rows] = r
+      log({"config": name, **r.to_json()})
+      print(f"  {name} {target.name} batch {rows * n}: {r.total_bytes / 1e9:.1f} GB "
+            f"({'fits' if r.fits else 'over'}), compile {r.compile_seconds:.0f} s", file=sys.stderr, flush=True)
+    return tried[rows]
+
+  one = compile_rows(1)
+  if one.fits:
+    fixed = one.argument_bytes + one.output_bytes - one.alias_bytes + one.code_bytes
+    guess = max(1, int((target.usable_bytes - fixed) // max(one.total_bytes - fixed, 1)))  # the rest ∝ rows (an over-estimate)
+    rows = min(2 ** int(math.log2(guess)), MAX_ROWS_PER_DEVICE)
+    while rows > 1 and not compile_rows(rows).fits:
+      rows //= 2
+    while rows < MAX_ROWS_PER_DEVICE and compile_rows(2 * rows).fits:
+      rows *= 2
+  best = max((k for k, r in tried.items() if r.fits), default=None)
+  cell = {"config": name, "target": target.name, "devices": n, "usable_gb": target.usable_bytes / 1e9,
+          "batch": best * n if best else None, "rows_per_device": best}
+  if best:
+    r = tried[best]
+    cell.update(total_gb=r.total_bytes / 1e9, argument_gb=r.argument_bytes / 1e9, temp_gb=r.temp_bytes / 1e9,
+                compile_s=r.compile_seconds, params=r.num_params)
+  else:
+    cell.update(total_gb=one.total_bytes / 1e9, compile_s=one.compile_seconds, params=one.num_params,
+                advice=aot.advice(one))
+  return cell
+
+
+def table(cells: list[dict]) -> str:
+  rows = ["| config | target | largest batch (8192-byte rows) | per-device memory | compile |",
+          "|---|---|---|---|---|"]
+  for c in cells:
+    if c["batch"]:
+      rows.append(f"| {c['config']} | {c['target']} | {c['batch']} ({c['rows_per_device']} per device) | "
+                  f"{c['total_gb']:.1f} of {c['usable_gb']:.0f} GB | {c['compile_s']:.0f} s |")
+    else:
+      rows.append(f"| {c['config']} | {c['target']} | none: 1 row per device needs {c['total_gb']:.1f} GB | "
+                  f"of {c['usable_gb']:.0f} GB | {c['compile_s']:.0f} s |")
+  return "\n".join(rows)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--configs", nargs="+", default=CONFIGS)
+  p.add_argument("--targets", nargs="+", default=TARGETS)
+  p.add_argument("--out", default="bench/results/will_it_fit.json")
+  args = p.parse_args()
+  targets = [accelerators.parse(t) for t in args.targets]
+  if any(t.platform == "cuda" for t in targets):
+    accelerators.prepare_gpu_compiles()
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  compiles, cells = [], []
+
+  def save():
+    with open(args.out, "w", encoding="utf-8") as f:
+      json.dump({"date": datetime.date.today().isoformat(), "jax": jax.__version__, "host": "CPU, ahead of time",
+                 "seq_len": 8192, "mesh": "fsdp over every device", "cells": cells, "compiles": compiles}, f, indent=1)
+
+  for target in targets:
+    devices = accelerators.devices(target)
+    for name in args.configs:
+      cells.append(search(name, target, devices, compiles.append))
+      save()
+  print(table(cells))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,177 @@
+"""Will it fit? The exact training step compiled ahead of time for a TPU slice or NVIDIA GPUs, from a CPU host.
+
+`python train.py --config ... --aot v5p-64` builds the train step that `train.py` would run
+(same model, optimizer, mesh, shardings, donation), lowers it against the target's devices
+(`hnet.accelerators`) and reads XLA's per-device memory analysis, as MaxText's `train_compile.py`
+does. Nothing runs and no parameters are allocated: every input is a `ShapeDtypeStruct`.
+
+Memory per device = arguments (parameters, optimizer state, batch) + outputs not aliased to the
+donated state + temporaries, or XLA's peak of live buffers where the backend reports one (TPU),
+whichever is larger, + generated code. That is XLA's static allocation plan: what the step needs
+at its peak, before any allocator fragmentation.
+"""
+# pylint: disable=invalid-name
+import dataclasses
+import logging
+import math
+import time
+
+import jax
+
+from hnet import accelerators, sharding, trainer
+from hnet.config import model_config_from_dict
+from hnet.flops import flops_per_byte
+from hnet.optim import make_optimizer
+
+log = logging.getLogger(__name__)
+GB = 1e9
+
+
+@dataclasses.dataclass
+class Report:
+  """What `compile_train_step` measured; `fits` is the verdict."""
+  target: accelerators.Target
+  mesh: dict
+  batch_size: int
+  grad_accum_steps: int
+  seq_len: int
+  num_params: int
+  remat: str
+  argument_bytes: int
+  output_bytes: int
+  alias_bytes: int
+  temp_bytes: int
+  peak_bytes: int  # XLA's own peak of live buffers where the backend reports it (TPU), else 0
+  code_bytes: int
+  compile_seconds: float
+  model_flops: float  # per step, 3 x forward (hnet/flops.py)
+  xla_flops: float | None  # XLA's count, None where the backend has no cost model
+  xla_seconds: float | None  # XLA's estimated step time where valid (loop-free program)
+  has_loops: bool
+
+  @property
+  def total_bytes(self) -> int:
+    buffers = self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+    return max(buffers, self.peak_bytes) + self.code_bytes
+
+  @property
+  def fits(self) -> bool:
+    return self.total_bytes <= self.target.usable_bytes
+
+  @property
+  def rows_per_device(self) -> int:
+    return self.batch_size // (self.mesh["data"] * self.mesh["fsdp"])
+
+  def to_json(self) -> dict:
+    out = {k: v for k, v in dataclasses.asdict(self).items() if k != "target"}
+    out.update(target=self.target.name, devices=self.target.num_devices, platform=self.target.platform,
+               memory_bytes=self.target.memory_bytes, usable_bytes=self.target.usable_bytes,
+               total_bytes=self.total_bytes, fits=self.fits)
+    return out
+
+
+def compile_train_step(c, target: accelerators.Target, devices: list | None = None) -> Report:
+  """Compiles `c`'s training step for `target` and measures it (raises ValueError for a bad config)."""
+  devices = devices if devices is not None else accelerators.devices(target)
+  model_cfg = model_config_from_dict(c.model)
+  mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
+  trainer.check_batch_divides(c, mesh)
+
+  t0 = time.perf_counter()
+  graphdef, abstract_params = trainer.abstract_model(model_cfg, c.seed)
+  params_sharding = sharding.param_shardings(abstract_params, mesh)
+  params = jax.tree.map(  # the shardings tree has one NamedSharding per Variable (a prefix of the params tree)
+      lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
+      params_sharding, abstract_params)
+  tx, schedule = make_optimizer(c.opt, abstract_params, num_steps=c.train.num_steps, model_cfg=model_cfg)
+  init, state_sharding = trainer.compile_state_init(params, tx, mesh)
+  state = trainer.abstract_with_shardings(init.out_info, state_sharding)
+  batch = trainer.abstract_batch(c.train.batch_size, c.data.seq_len, mesh)
+  with jax.set_mesh(mesh):
+    step = trainer.jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
+    compiled = step.lower(state, batch).compile()
+  compile_seconds = time.perf_counter() - t0
+
+  mem = compiled.memory_analysis()
+  cost = _cost_analysis(compiled)
+  has_loops = " while(" in compiled.as_text()
+  xla_seconds = cost.get("optimal_seconds") if cost and not has_loops else None
+  fpb = flops_per_byte(model_cfg, c.data.seq_len, train=True)
+  return Report(
+      target=target, mesh=dict(mesh.shape), batch_size=c.train.batch_size,
+      grad_accum_steps=c.train.grad_accum_steps, seq_len=c.data.seq_len,
+      num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)), remat=c.model.remat,
+      argument_bytes=mem.argument_size_in_bytes, output_bytes=mem.output_size_in_bytes,
+      alias_bytes=mem.alias_size_in_bytes, temp_bytes=mem.temp_size_in_bytes,
+      peak_bytes=getattr(mem, "peak_memory_in_bytes", 0) or 0,
+      code_bytes=mem.generated_code_size_in_bytes, compile_seconds=compile_seconds,
+      model_flops=3 * fpb * c.train.batch_size * c.data.seq_len,
+      xla_flops=cost.get("flops") if cost else None, xla_seconds=xla_seconds, has_loops=has_loops)
+
+
+def _cost_analysis(compiled) -> dict | None:
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  (backends without a cost model raise or return None)
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return dict(cost) if cost else None
+
+
+def advice(r: Report) -> str:
+  """One line: the first change that should make the step fit."""
+  need, have = r.total_bytes, r.target.usable_bytes
+  dp = r.mesh["data"] * r.mesh["fsdp"]
+  if r.mesh["data"] > 1 and r.mesh["fsdp"] < r.target.num_devices // r.mesh["tensor"]:
+    return ("shard parameters and optimizer state over every chip: --config.mesh.fsdp=-1 --config.mesh.data=1 "
+            f"(now replicated {r.mesh['data']} times)")
+  if r.remat != "full":
+    return f"recompute activations in the backward pass: --config.model.remat=full (now {r.remat!r})"
+  fixed = r.argument_bytes + r.output_bytes - r.alias_bytes + r.code_bytes
+  micro_rows = r.rows_per_device // r.grad_accum_steps
+  per_row = (r.total_bytes - fixed) / max(micro_rows, 1)  # activations scale with the micro-batch rows on a device
+  rows = int((have - fixed) // per_row) if have > fixed else 0
+  if rows >= 1:
+    rows = 2 ** int(math.log2(rows))
+    accum = r.grad_accum_steps * -(-micro_rows // rows)
+    return (f"about {rows} rows per device fit ({micro_rows} now): keep the global batch with "
+            f"--config.train.grad_accum_steps={accum}, or use --config.train.batch_size={rows * dp}")
+  if have > fixed:
+    return (f"one row per device needs {(r.total_bytes - fixed) / micro_rows / GB:.1f} GB of activations beside "
+            f"{fixed / GB:.1f} GB of state: use more chips, or shorter rows (--config.data.seq_len)")
+  return (f"parameters and optimizer state alone need {fixed / GB:.1f} GB of the {have / GB:.1f} GB per device: "
+          "use more chips (a larger slice, --config.mesh.fsdp=-1)")
+
+
+def format_report(r: Report, config_name: str = "") -> str:
+  t = r.target
+  m = r.mesh
+  lines = [
+      f"ahead-of-time train step{' of ' + config_name if config_name else ''} for {t.description}",
+      f"  mesh data={m['data']} fsdp={m['fsdp']} tensor={m['tensor']}; batch {r.batch_size} x {r.seq_len} bytes "
+      f"({r.rows_per_device} rows per device, grad_accum_steps={r.grad_accum_steps}); {r.num_params / 1e6:,.1f}M "
+      f"parameters; remat={r.remat}",
+      f"  per device: arguments {r.argument_bytes / GB:.2f} GB (parameters, optimizer state, batch), "
+      f"temporaries {r.temp_bytes / GB:.2f} GB, "
+      + (f"peak of live buffers {r.peak_bytes / GB:.2f} GB, " if r.peak_bytes else "")
+      + f"outputs {r.output_bytes / GB:.2f} GB "
+      f"({r.alias_bytes / GB:.2f} GB of them in the donated inputs), code {r.code_bytes / GB:.2f} GB",
+      f"  total {r.total_bytes / GB:.2f} GB of {t.usable_bytes / GB:.1f} GB usable "
+      f"({t.memory_bytes / GB:.1f} GB device"
+      + (f", XLA_PYTHON_CLIENT_MEM_FRACTION={t.usable_bytes / t.memory_bytes:.2f}" if t.platform == "cuda" else "")
+      + f"): {'fits' if r.fits else 'DOES NOT FIT'} ({100 * r.total_bytes / t.usable_bytes:.0f}%)",
+      f"  FLOPs per step: {r.model_flops:.3g} by the model's count (3 x forward, hnet/flops.py); XLA's count: "
+      + (f"{r.xla_flops:.3g}" + (" (loop bodies counted once)" if r.has_loops else "")
+         if r.xla_flops is not None else "none (no cost model for this backend)"),
+      f"  step time: at least {r.model_flops / (t.peak_flops * t.num_devices):.3g} s at the "
+      f"{t.peak_flops / 1e12:.0f} TFLOP/s peak per device; XLA's estimate: "
+      + (f"{r.xla_seconds:.3g} s" if r.xla_seconds is not None else
+         "not valid (the step has loops: scanned layers, gradient accumulation)" if r.has_loops
+         else "none (no cost model for this backend)"),
+      f"  compile: {r.compile_seconds:.0f} s",
+  ]
+  if not r.fits:
+    lines.append(f"advice: {advice(r)}")
+  return "\n".join(lines)
+

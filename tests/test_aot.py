@@ -1,0 +1,87 @@
+"""`train.py --aot`: the training step compiled ahead of time for a TPU slice on this CPU host (libtpu)."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import hnet_1stage
+from hnet import accelerators, aot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("name, platform, devices, topology", [
+    ("v5p-8", "tpu", 4, "v5p:2x2x1"), ("v5p-128", "tpu", 64, "v5p:4x4x4"), ("v4-32", "tpu", 16, "v4:2x2x4"),
+    ("v5e-16", "tpu", 16, "v5e:4x4"), ("v6e-8", "tpu", 8, "v6e:2x4"), ("v5litepod-4", "tpu", 4, "v5e:2x2"),
+    ("h100", "cuda", 1, "1x1x1"), ("h100x8", "cuda", 8, "1x1x8"), ("a100", "cuda", 1, "1x1x1")])
+def test_target_names(name, platform, devices, topology):
+  t = accelerators.parse(name)
+  assert (t.platform, t.num_devices, t.topology) == (platform, devices, topology)
+  assert 0 < t.usable_bytes <= t.memory_bytes
+  if platform == "cuda":
+    assert os.path.exists(t.target_config)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("v5p-6", "power of two"), ("v5p-7", "TensorCores"), ("tpu9-8", "unknown target"), ("h100x16", "1 to 8")])
+def test_bad_target_names_say_what_is_known(name, message):
+  with pytest.raises(ValueError, match=message):
+    accelerators.parse(name)
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+  c = hnet_1stage.get_config("tiny")
+  c.mesh.data, c.mesh.fsdp = 1, -1
+  c.train.batch_size = 16  # 4 rows per device
+  target = accelerators.parse("v5e-4")
+  return aot.compile_train_step(c, target), c
+
+
+def test_tiny_train_step_compiles_for_a_tpu_slice_and_fits(tiny_report):
+  r, c = tiny_report
+  assert r.mesh == {"data": 1, "fsdp": 4, "tensor": 1} and r.rows_per_device == 4
+  assert r.argument_bytes > 0 and r.alias_bytes > 0  # the state is donated
+  assert r.total_bytes > r.argument_bytes + r.code_bytes  # activations live beside the state
+  # fp32 params + two AdamW moments, sharded 4 ways (embedding and norms may stay whole): a lower bound.
+  assert r.argument_bytes >= 3 * 4 * r.num_params / 4
+  assert r.fits and r.total_bytes < 1e9
+  assert r.has_loops and r.xla_seconds is None  # scanned layers: XLA's time estimate is not valid
+  assert r.xla_flops is not None and r.xla_flops > 0
+  text = aot.format_report(r, "hnet_1stage:tiny")
+  assert "fits" in text and "advice" not in text
+
+
+def test_a_step_that_does_not_fit_gets_one_line_of_advice(tiny_report):
+  r, _ = tiny_report
+  fixed = r.argument_bytes + r.output_bytes - r.alias_bytes + r.code_bytes
+  small = dataclasses.replace(r.target, usable_bytes=fixed + (r.total_bytes - fixed) // 2)
+  over = dataclasses.replace(r, target=small)
+  assert not over.fits
+  text = aot.format_report(over)
+  assert "DOES NOT FIT" in text
+  advice = text.splitlines()[-1]
+  assert advice.startswith("advice: ") and "--config." in advice
+  # Half the temporaries fit: about half the rows, kept as gradient accumulation.
+  assert "grad_accum_steps=2" in advice
+  replicated = dataclasses.replace(over, mesh={"data": 4, "fsdp": 1, "tensor": 1})
+  assert "--config.mesh.fsdp=-1" in aot.advice(replicated)
+  no_room = dataclasses.replace(r.target, usable_bytes=fixed // 2)
+  assert "state alone" in aot.advice(dataclasses.replace(r, target=no_room))
+
+
+def test_train_py_aot_exits_zero_and_writes_the_report(tmp_path):
+  out = tmp_path / "report.json"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run(
+      [sys.executable, "train.py", "--config", "configs/flat.py:tiny", "--aot", "v5p-8", "--aot_report", str(out),
+       "--workdir", str(tmp_path / "never")],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "fits" in proc.stdout and "v5p-8: 4 chips" in proc.stdout
+  report = json.loads(out.read_text())
+  assert report["fits"] and report["devices"] == 4 and report["platform"] == "tpu"
+  assert not (tmp_path / "never").exists()  # a compile, not a run: nothing written
