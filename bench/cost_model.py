@@ -29,9 +29,9 @@ import time
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.experimental import topologies
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from hnet import accelerators
 from hnet.config import LayerGroup, ModelConfig, StageConfig
 from hnet.flops import layer_flops
 from hnet.layers.attention import Attention, attention_mask
@@ -40,26 +40,18 @@ from hnet.layers.mlp import SwiGLU
 
 PEAK_TFLOPS = {"v5p": 459.0, "v5litepod": 197.0, "v6e": 918.0, "v4": 275.0, "h100": 989.0}  # dense bf16 per chip
 LAYERS = ("mamba2", "ssd", "attention", "swiglu")
-H100_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hnet", "targets",
-                           "h100_sxm.txtpb")
 
 
 def target_device(target: str):
   """One chip of a TPU topology such as 'v5p:2x2x1' (libtpu's description) or of 'h100' (CUDA plugin).
 
-  No hardware is needed: jax itself stays on the CPU, libtpu is told it is alone on this host and
-  may share it with other libtpu processes, and GPU autotuning (which needs a GPU) is off.
+  No hardware is needed: jax itself stays on the CPU (hnet/accelerators.py).
   """
   jax.config.update("jax_platforms", "cpu")
   if target == "h100":
-    if "--xla_gpu_autotune_level" not in os.environ.get("XLA_FLAGS", ""):
-      os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_gpu_autotune_level=0"
-    with open(H100_CONFIG, encoding="utf-8") as f:
-      return topologies.get_topology_desc("h100", "cuda", target_config=f.read(), topology="1x1x1").devices[0]
-  for key, value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
-                     ("TPU_HOST_BOUNDS", "1,1,1"), ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):
-    os.environ.setdefault(key, value)
-  return topologies.get_topology_desc(target, platform="tpu").devices[0]
+    accelerators.prepare_gpu_compiles()
+    return accelerators.devices(accelerators.parse("h100"))[0]
+  return accelerators.tpu_devices(target)[0]
 
 
 def kernels(compiled) -> list[str]:

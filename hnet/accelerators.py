@@ -64,7 +64,7 @@ class Target:
 
   @property
   def description(self) -> str:
-    what = "chips" if self.platform == "tpu" else "GPUs"
+    what = ("chip" if self.platform == "tpu" else "GPU") + ("s" if self.num_devices > 1 else "")
     return (f"{self.name}: {self.num_devices} {what} ({self.topology}), "
             f"{self.memory_bytes / 1e9:.1f} GB each")
 
@@ -109,35 +109,52 @@ def parse(name: str) -> Target:
 
 def devices(target: Target) -> list:
   """The target's devices, described by the platform plugin: compile for them, never run on them."""
-  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
-  if target.platform == "tpu":
-    # Only a description is loaded, no chip is claimed: let several compiling processes share libtpu.
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-    try:
-      desc = topologies.get_topology_desc(target.topology, platform="tpu")
-    except Exception as e:  # pylint: disable=broad-except
-      raise RuntimeError(f"--aot {target.name}: no TPU topology {target.topology!r} ({_first_line(e)}); TPU "
-                         f"targets need libtpu: pip install \"jax[tpu]=={jax.__version__}\"") from None
-  else:
-    with open(target.target_config, encoding="utf-8") as f:
-      config = f.read()
-    try:
-      desc = topologies.get_topology_desc(target.name, "cuda", target_config=config, topology=target.topology)
-    except Exception as e:  # pylint: disable=broad-except
-      raise RuntimeError(f"--aot {target.name}: no CUDA compiler ({_first_line(e)}); NVIDIA targets need jax's "
-                         f"CUDA plugin: pip install -e \".[cuda]\"") from None
-  found = list(desc.devices)
+  found = tpu_devices(target.topology) if target.platform == "tpu" else _gpu_devices(target)
   if len(found) != target.num_devices:
     raise RuntimeError(f"--aot {target.name}: the topology {target.topology!r} has {len(found)} devices, "
                        f"expected {target.num_devices}")
   return found
 
 
+def tpu_devices(topology: str) -> list:
+  """Devices of a libtpu topology such as 'v5p:2x2x1'."""
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  # Only a description is loaded, no chip is claimed: several compiling processes may share libtpu,
+  # and there is no TPU metadata server to ask.
+  for key in ("ALLOW_MULTIPLE_LIBTPU_LOAD", "TPU_SKIP_MDS_QUERY"):
+    os.environ.setdefault(key, "1")
+  try:
+    return list(topologies.get_topology_desc(topology, platform="tpu").devices)
+  except Exception as e:  # pylint: disable=broad-except
+    raise RuntimeError(f"no TPU topology {topology!r} ({_first_line(e)}); TPU targets need libtpu: "
+                       f"pip install \"jax[tpu]=={jax.__version__}\"") from None
+
+
+def _gpu_devices(target: Target) -> list:
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  with open(target.target_config, encoding="utf-8") as f:
+    config = f.read()
+  try:
+    desc = topologies.get_topology_desc(target.name, "cuda", target_config=config, topology=target.topology)
+  except Exception as e:  # pylint: disable=broad-except
+    raise RuntimeError(f"--aot {target.name}: no CUDA compiler ({_first_line(e)}); NVIDIA targets need jax's "
+                       "CUDA plugin (pip install -e \".[cuda]\") and accelerators.prepare_gpu_compiles() before "
+                       "jax starts") from None
+  return list(desc.devices)
+
+
 def prepare_gpu_compiles() -> None:
-  """Deviceless CUDA compiles cannot autotune (no GPU to time kernels on): XLA must be told before it starts."""
+  """Before jax starts its backends: settings for deviceless CUDA compiles.
+
+  XLA cannot autotune kernels without a GPU to time them on; and the CUDA plugin checks the
+  driver when CUDA is among the platforms to start, which fails on a host without one, so this
+  process runs on the CPU (it only compiles) unless the user chose its platforms.
+  """
   flags = os.environ.get("XLA_FLAGS", "")
   if "--xla_gpu_autotune_level" not in flags:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_autotune_level=0".strip()
+  if not jax.config.jax_platforms:
+    jax.config.update("jax_platforms", "cpu")
 
 
 def _first_line(e: Exception) -> str:

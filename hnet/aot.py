@@ -167,8 +167,8 @@ def format_report(r: Report, config_name: str = "") -> str:
       f"  step time: at least {r.model_flops / (t.peak_flops * t.num_devices):.3g} s at the "
       f"{t.peak_flops / 1e12:.0f} TFLOP/s peak per device; XLA's estimate: "
       + (f"{r.xla_seconds:.3g} s" if r.xla_seconds is not None else
-         "not valid (the step has loops: scanned layers, gradient accumulation)" if r.has_loops
-         else "none (no cost model for this backend)"),
+         "none (no cost model for this backend)" if r.xla_flops is None
+         else "not valid (the step has loops: scanned layers, gradient accumulation)"),
       f"  compile: {r.compile_seconds:.0f} s",
   ]
   if not r.fits:
