@@ -1,5 +1,6 @@
 """`train.py --aot`: the training step compiled ahead of time for a TPU slice on this CPU host (libtpu)."""
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ from configs import hnet_1stage
 from hnet import accelerators, aot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+requires_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                     reason="TPU targets need libtpu: pip install -e '.[test]' brings it")
 
 
 @pytest.mark.parametrize("name, platform, devices, topology", [
@@ -41,6 +44,7 @@ def tiny_report():
   return aot.compile_train_step(c, target), c
 
 
+@requires_libtpu
 def test_tiny_train_step_compiles_for_a_tpu_slice_and_fits(tiny_report):
   r, c = tiny_report
   assert r.mesh == {"data": 1, "fsdp": 4, "tensor": 1} and r.rows_per_device == 4
@@ -55,6 +59,7 @@ def test_tiny_train_step_compiles_for_a_tpu_slice_and_fits(tiny_report):
   assert "fits" in text and "advice" not in text
 
 
+@requires_libtpu
 def test_a_step_that_does_not_fit_gets_one_line_of_advice(tiny_report):
   r, _ = tiny_report
   fixed = r.argument_bytes + r.output_bytes - r.alias_bytes + r.code_bytes
@@ -73,6 +78,7 @@ def test_a_step_that_does_not_fit_gets_one_line_of_advice(tiny_report):
   assert "state alone" in aot.advice(dataclasses.replace(r, target=no_room))
 
 
+@requires_libtpu
 def test_train_py_aot_exits_zero_and_writes_the_report(tmp_path):
   out = tmp_path / "report.json"
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
