@@ -25,7 +25,6 @@ import jax
 import numpy as np
 from absl import app, flags
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
 from configs import base, hnet_1stage_L
@@ -67,11 +66,8 @@ def run(c, steps: int, warmup: int) -> dict:
   tx, schedule = make_optimizer(c.opt, params, num_steps=max(c.train.num_steps, steps + warmup + 1),
                                 model_cfg=model_cfg)
   state, state_sharding = trainer.init_train_state(params, tx, mesh)
-  replicated = NamedSharding(mesh, P())
   with jax.set_mesh(mesh):
-    step_fn = jax.jit(trainer.make_train_step(graphdef, model_cfg, c, tx, schedule),
-                      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, replicated),
-                      donate_argnums=0)
+    step_fn = trainer.jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
     batch = trainer.to_global(synthetic_batch(c.train.batch_size, c.data.seq_len), batch_sharding)
     t0 = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()
