@@ -76,7 +76,9 @@ def table(cells: list[dict]) -> str:
   rows = ["| config | target | largest batch (8192-byte rows) | per-device memory | compile |",
           "|---|---|---|---|---|"]
   for c in cells:
-    if c["batch"]:
+    if "error" in c:
+      rows.append(f"| {c['config']} | {c['target']} | compile error: {c['error'][:80]} | | |")
+    elif c["batch"]:
       rows.append(f"| {c['config']} | {c['target']} | {c['batch']} ({c['rows_per_device']} per device) | "
                   f"{c['total_gb']:.1f} of {c['usable_gb']:.0f} GB | {c['compile_s']:.0f} s |")
     else:
@@ -105,7 +107,13 @@ def main():
   for target in targets:
     devices = accelerators.devices(target)
     for name in args.configs:
-      cells.append(search(name, target, devices, compiles.append))
+      try:
+        cells.append(search(name, target, devices, compiles.append))
+      except Exception as e:  # pylint: disable=broad-except  (a compiler error is a result too)
+        error = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        print(f"  {name} {target.name}: compile error: {error}", file=sys.stderr, flush=True)
+        cells.append({"config": name, "target": target.name, "devices": target.num_devices, "batch": None,
+                      "usable_gb": target.usable_bytes / 1e9, "error": error})
       save()
   print(table(cells))
 

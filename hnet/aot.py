@@ -48,6 +48,7 @@ class Report:
   xla_flops: float | None  # XLA's count, None where the backend has no cost model
   xla_seconds: float | None  # XLA's estimated step time where valid (loop-free program)
   has_loops: bool
+  compiler_options: dict = dataclasses.field(default_factory=dict)  # what a fallback changed
 
   @property
   def total_bytes(self) -> int:
@@ -89,7 +90,18 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
   batch = trainer.abstract_batch(c.train.batch_size, c.data.seq_len, mesh)
   with jax.set_mesh(mesh):
     step = trainer.jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
-    compiled = step.lower(state, batch).compile()
+    lowered = step.lower(state, batch)
+    compiler_options = {}
+    try:
+      compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as e:
+      if target.platform != "cuda" or "tile sizes" not in str(e):
+        raise
+      # Without autotuning, XLA's Triton GEMM emitter can pick no valid tiling for some shapes
+      # (seen at hnet_1stage_L, batch 32); cuBLAS takes those matmuls, as autotuning would fall back to.
+      log.warning("XLA's Triton GEMM found no tiling without autotuning; compiling with cuBLAS matmuls")
+      compiler_options = {"xla_gpu_enable_triton_gemm": False}
+      compiled = lowered.compile(compiler_options)
   compile_seconds = time.perf_counter() - t0
 
   mem = compiled.memory_analysis()
@@ -106,7 +118,8 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
       peak_bytes=getattr(mem, "peak_memory_in_bytes", 0) or 0,
       code_bytes=mem.generated_code_size_in_bytes, compile_seconds=compile_seconds,
       model_flops=3 * fpb * c.train.batch_size * c.data.seq_len,
-      xla_flops=cost.get("flops") if cost else None, xla_seconds=xla_seconds, has_loops=has_loops)
+      xla_flops=cost.get("flops") if cost else None, xla_seconds=xla_seconds, has_loops=has_loops,
+      compiler_options=compiler_options)
 
 
 def _cost_analysis(compiled) -> dict | None:
@@ -169,7 +182,8 @@ def format_report(r: Report, config_name: str = "") -> str:
       + (f"{r.xla_seconds:.3g} s" if r.xla_seconds is not None else
          "none (no cost model for this backend)" if r.xla_flops is None
          else "not valid (the step has loops: scanned layers, gradient accumulation)"),
-      f"  compile: {r.compile_seconds:.0f} s",
+      f"  compile: {r.compile_seconds:.0f} s"
+      + (f" (with {', '.join(f'{k}={v}' for k, v in r.compiler_options.items())})" if r.compiler_options else ""),
   ]
   if not r.fits:
     lines.append(f"advice: {advice(r)}")
