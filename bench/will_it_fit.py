@@ -5,13 +5,15 @@
 
 Every cell is `train.py --aot` (hnet/aot.py): the exact training step at 8192-byte rows, fsdp over
 every device of the target, compiled ahead of time on this CPU host. The search compiles one row
-per device, extrapolates XLA's temporaries linearly in the rows per device to the largest power of
-two that should fit, compiles that, and steps down (or up) one power of two at a time until the
-verdict flips; every batch in the table was compiled, none is extrapolated. GPU targets need jax's
+per device, then aims at the largest power of two that a line through the compiles so far says
+fits, until the largest fitting power of two and the next one up (which does not) were both
+compiled (or 256 rows per device fit); every batch in the table was compiled, none extrapolated.
+`--resume` keeps the finished cells of an earlier --out. GPU targets need jax's
 CUDA plugin (`pip install -e ".[cuda]"`), TPU targets libtpu (`pip install "jax[tpu]"`).
 Results: bench/results/will_it_fit.json (every compile) and a Markdown table on stdout.
 """
 import argparse
+import dataclasses
 import datetime
 import importlib
 import json
@@ -20,6 +22,7 @@ import os
 import sys
 
 import jax
+import numpy as np
 
 from hnet import accelerators, aot
 
@@ -36,10 +39,16 @@ def load_config(name: str, target: accelerators.Target, batch: int):
   return c
 
 
-def search(name: str, target: accelerators.Target, devices: list, log) -> dict:
-  """Compiles until the largest fitting power-of-two batch and the next one up are both known."""
+def search(name: str, target: accelerators.Target, devices: list, log, earlier: list[dict] = ()) -> dict:
+  """Compiles until the largest fitting power-of-two batch and the next one up are both known.
+
+  `earlier`: compiles of an interrupted search (from --out), reused rather than repeated.
+  """
   n = target.num_devices
-  tried: dict[int, aot.Report] = {}
+  fields = {f.name for f in dataclasses.fields(aot.Report)} - {"target"}
+  tried: dict[int, aot.Report] = {
+      e["batch_size"] // n: aot.Report(target=target, **{k: v for k, v in e.items() if k in fields})
+      for e in earlier if e["config"] == name and e["target"] == target.name}
 
   def compile_rows(rows: int) -> aot.Report:
     if rows not in tried:
@@ -51,14 +60,24 @@ def search(name: str, target: accelerators.Target, devices: list, log) -> dict:
     return tried[rows]
 
   one = compile_rows(1)
-  if one.fits:
-    fixed = one.argument_bytes + one.output_bytes - one.alias_bytes + one.code_bytes
-    guess = max(1, int((target.usable_bytes - fixed) // max(one.total_bytes - fixed, 1)))  # the rest ∝ rows (an over-estimate)
-    rows = min(2 ** int(math.log2(guess)), MAX_ROWS_PER_DEVICE)
-    while rows > 1 and not compile_rows(rows).fits:
-      rows //= 2
-    while rows < MAX_ROWS_PER_DEVICE and compile_rows(2 * rows).fits:
-      rows *= 2
+  while one.fits:
+    best = max(k for k, r in tried.items() if r.fits)
+    over = min((k for k, r in tried.items() if not r.fits), default=2 * MAX_ROWS_PER_DEVICE)
+    if over <= 2 * best or best >= MAX_ROWS_PER_DEVICE:
+      break
+    # Memory is close to linear in the rows per device: aim where a line through the compiles so far
+    # meets the usable memory, kept strictly inside the bracket (best, over) so the search always narrows.
+    rows_k = np.array(sorted(tried), float)
+    bytes_k = np.array([tried[int(k)].total_bytes for k in rows_k], float)
+    if len(rows_k) > 1:
+      slope, icpt = np.polyfit(rows_k, bytes_k, 1)
+    else:  # one point: all of its non-state memory counted per row (an over-estimate of the slope)
+      fixed = one.argument_bytes + one.output_bytes - one.alias_bytes + one.code_bytes
+      slope, icpt = one.total_bytes - fixed, fixed
+    aim = (target.usable_bytes - icpt) / max(slope, 1.0)
+    rows = 2 ** int(math.log2(max(aim, 1.0)))
+    rows = min(max(rows, 2 * best), over // 2)
+    compile_rows(rows)
   best = max((k for k, r in tried.items() if r.fits), default=None)
   cell = {"config": name, "target": target.name, "devices": n, "usable_gb": target.usable_bytes / 1e9,
           "batch": best * n if best else None, "rows_per_device": best}
@@ -92,23 +111,35 @@ def main():
   p.add_argument("--configs", nargs="+", default=CONFIGS)
   p.add_argument("--targets", nargs="+", default=TARGETS)
   p.add_argument("--out", default="bench/results/will_it_fit.json")
+  p.add_argument("--resume", action="store_true", help="keep the finished cells of --out")
   args = p.parse_args()
   targets = [accelerators.parse(t) for t in args.targets]
   if any(t.platform == "cuda" for t in targets):
     accelerators.prepare_gpu_compiles()
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   compiles, cells = [], []
+  if args.resume and os.path.exists(args.out):
+    with open(args.out, encoding="utf-8") as f:
+      earlier = json.load(f)
+    compiles, cells = earlier["compiles"], [c for c in earlier["cells"] if "error" not in c]
+  done = {(c["config"], c["target"]) for c in cells}
 
   def save():
     with open(args.out, "w", encoding="utf-8") as f:
       json.dump({"date": datetime.date.today().isoformat(), "jax": jax.__version__, "host": "CPU, ahead of time",
                  "seq_len": 8192, "mesh": "fsdp over every device", "cells": cells, "compiles": compiles}, f, indent=1)
 
+  def log(entry: dict) -> None:
+    compiles.append(entry)
+    save()  # every compile: an interrupted search resumes (--resume) without repeating it
+
   for target in targets:
     devices = accelerators.devices(target)
     for name in args.configs:
+      if (name, target.name) in done:
+        continue
       try:
-        cells.append(search(name, target, devices, compiles.append))
+        cells.append(search(name, target, devices, log, earlier=list(compiles)))
       except Exception as e:  # pylint: disable=broad-except  (a compiler error is a result too)
         error = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         print(f"  {name} {target.name}: compile error: {error}", file=sys.stderr, flush=True)
