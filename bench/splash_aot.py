@@ -52,12 +52,14 @@ def compile_attention(mesh: Mesh, *, batch: int, seq_len: int, num_heads: int, h
       return jnp.sum(y_BLD.astype(jnp.float32) ** 2)
     return jax.grad(loss, argnums=(0, 1))(params, x_BLD)
 
-  abstract = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)  # noqa: E731
-  params = jax.tree.map(abstract, params, sharding.param_shardings(params, mesh))
+  leaves, treedef = jax.tree.flatten(params)  # one leaf per Variable, in the shardings' order
+  shardings = jax.tree.leaves(sharding.param_shardings(params, mesh))
+  params = treedef.unflatten([jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s) for a, s in zip(leaves, shardings)])
   rows = NamedSharding(mesh, P(sharding.BATCH_AXES))
   x = jax.ShapeDtypeStruct((batch, seq_len, D), dtype, sharding=rows)
   seg = jax.ShapeDtypeStruct((batch, seq_len), jnp.int32, sharding=rows)
-  with jax.set_mesh(mesh):
+  # Default precision: Mosaic rejects 16-bit matmuls at 'highest' (fp32 contract precision), which tests set.
+  with jax.set_mesh(mesh), jax.default_matmul_precision("default"):
     return jax.jit(grads).lower(params, x, seg).compile()
 
 
