@@ -91,5 +91,7 @@ def splash_attention(q_BLHK: jax.Array, k_BLHK: jax.Array, v_BLHK: jax.Array, se
   batch = BATCH_AXES if B % int(np.prod([mesh.shape[a] for a in BATCH_AXES])) == 0 else None
   heads = "tensor" if H % mesh.shape["tensor"] == 0 else None
   qkv_spec = P(batch, None, heads, None)
+  # check_vma=False: the kernel's pallas_calls declare outputs without varying-axes types, which
+  # shard_map's check rejects (jax 0.10.2).
   return jax.shard_map(local, mesh=mesh, in_specs=(qkv_spec, qkv_spec, qkv_spec, P(batch, None)),
                        out_specs=qkv_spec, check_vma=False)(q_BLHK, k_BLHK, v_BLHK, segment_ids_BL)
