@@ -167,9 +167,9 @@ class Attention(nnx.Module):
     args = (q_BLHK, k_BLHK, v_BLHK, mask.segment_ids_BL)
     kernel = functools.partial(splash.splash_attention, window=window)
     reason = splash.unsupported(q_BLHK.shape[1], key_bias_BL is not None)
-    if reason:
-      splash.log_once(logging.WARNING, f"attention_impl={self.implementation!r}: splash cannot run here, "
-                      f"XLA instead: {reason}")
+    if reason:  # a warning where splash was asked for; 'auto' on TPU just says what it chose
+      level = logging.WARNING if self.implementation == "splash" else logging.INFO
+      splash.log_once(level, f"attention_impl={self.implementation!r}: XLA instead of splash: {reason}")
       kernel = xla
     if self.implementation == "splash":
       if reason:
