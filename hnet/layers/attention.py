@@ -9,7 +9,7 @@ score matrix, the difference between a cheap and the dominant layer at L in the 
 three are `jax.nn.dot_product_attention`'s, with the mask built once per stack. 'splash' runs
 `hnet.layers.splash` (Mosaic on TPU, Pallas interpret mode elsewhere: tests only); 'auto' picks
 splash on TPU, cuDNN on GPU and XLA on CPU. Both choose when the program is lowered
-(`jax.lax.platform_dependent`), so `train.py --aot` on a CPU host compiles the TPU kernel. They
+(`jax.lax.platform_dependent`), so a TPU program compiled on a CPU host gets the TPU kernel. They
 receive a `DocumentMask` (segment ids and window) and build the dense mask per layer only where
 they run XLA: splash's unsupported cases (`splash.unsupported`), cuDNN's refusals, CPU.
 """
@@ -160,8 +160,9 @@ class Attention(nnx.Module):
     def cudnn(q, k, v, seg):
       try:
         return xla(q, k, v, seg, "cudnn")
-      except (RuntimeError, ValueError, NotImplementedError) as e:  # checked at trace time, e.g. float32
-        splash.log_once(logging.INFO, f"attention_impl='auto' on GPU: cuDNN declined ({e}); using XLA")
+      except (RuntimeError, ValueError, NotImplementedError) as e:  # checked at trace time: float32, no GPU
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        splash.log_once(logging.INFO, f"attention_impl='auto': the GPU branch runs XLA, cuDNN declined: {why}")
         return xla(q, k, v, seg)
 
     args = (q_BLHK, k_BLHK, v_BLHK, mask.segment_ids_BL)
