@@ -130,6 +130,27 @@ def test_sharded_equals_unsharded():
   _assert_close(got, _outputs_and_grads("splash", mask_fn, x, seg))
 
 
+@pytest.mark.parametrize("impl", ["splash"])
+def test_model_loss_and_gradients_equal_xla(impl):
+  # configs/default.py at tiny width: window-15 encoder/decoder at L = 256 and the inner Transformer at
+  # the chunk capacity 128, scanned (interpret mode on CPU for splash).
+  from tests.helpers import packed_batch, tiny_model  # pylint: disable=import-outside-toplevel
+  from tests.test_model import _loss_fn  # pylint: disable=import-outside-toplevel
+  tokens, seg = packed_batch(2, 256, seed=1)
+
+  def loss_and_grads(attention_impl):
+    model = tiny_model("default", attention_impl=attention_impl, capacity_multiple=128, remat="none")
+    graphdef, state = nnx.split(model)
+    step = jax.jit(jax.value_and_grad(_loss_fn, has_aux=True), static_argnums=(1, 4))
+    (loss, _), grads = step(state, graphdef, tokens, seg, True)
+    return loss, grads
+
+  (loss, grads), (loss_ref, grads_ref) = loss_and_grads(impl), loss_and_grads("xla")
+  _close(loss, loss_ref, 1e-5, "loss")
+  for (path, g), (_, g_ref) in zip(nnx.to_flat_state(grads), nnx.to_flat_state(grads_ref)):
+    _close(g[...], g_ref[...], 1e-4, str(path))
+
+
 def test_config_accepts_auto_and_splash():
   c = base.get_config("tiny")
   assert c.model.attention_impl == "auto"
