@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 ROUTERS = ("cosine", "delete_gate", "whitespace", "stride", "entropy", "none")
 ENTROPY_RULES = ("global", "monotonic")
+ATTENTION_IMPLS = ("auto", "splash", "default", "cudnn", "xla")  # hnet/layers/attention.py
 LAYER_LETTERS = "mMtT"
 _TOKEN_RE = re.compile(r"([mMtT])(\d+)")
 
@@ -127,7 +128,7 @@ class ModelConfig:
   ssm_d_conv: int = 4
   ssm_chunk_size: int = 256
   ssd_impl: str = "xla"
-  attention_impl: str = "default"
+  attention_impl: str = "auto"
   dtype: str = "float32"
   remat: str = "full"
   init_std: float = 0.02
@@ -187,8 +188,8 @@ class ModelConfig:
       v = getattr(self, key)  # the kernels' tile sides
       if v < 16 or v & (v - 1):
         raise ValueError(f"model.{key}={v} must be a power of two >= 16 with model.ssd_impl='pallas'")
-    if self.attention_impl not in ("default", "cudnn", "xla"):
-      raise ValueError(f"model.attention_impl={self.attention_impl!r}: use 'default', 'cudnn' or 'xla'")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f"model.attention_impl={self.attention_impl!r}: use one of {ATTENTION_IMPLS}")
 
   @property
   def num_stages(self) -> int:

@@ -13,7 +13,7 @@ from flax import nnx
 
 from hnet import sharding
 from hnet.config import LayerGroup, ModelConfig, StageConfig
-from hnet.layers.attention import Attention, BlockMask, attention_mask
+from hnet.layers.attention import Attention, BlockMask, DocumentMask, layer_mask
 from hnet.layers.mamba2 import Mamba2
 from hnet.layers.mlp import SwiGLU
 from hnet.layers.norm import RMSNorm
@@ -29,7 +29,7 @@ class Context(NamedTuple):
   """Per-sequence inputs every block of a stack sees."""
   segment_ids_BL: jax.Array  # document id per position, 0 = padding
   positions_BL: jax.Array  # position within the document (RoPE)
-  mask: jax.Array | BlockMask | None  # attention mask, None when the stack has no attention
+  mask: jax.Array | BlockMask | DocumentMask | None  # attention mask (`layer_mask`), None without attention
   key_bias_BL: jax.Array | None = None  # additive attention bias per key (MrT5 soft deletion)
 
 
@@ -101,10 +101,13 @@ class Stack(nnx.Module):
     self.groups = nnx.List([BlockGroup(g, st, cfg, n_res, rngs=rngs) for g in groups])
     self.has_attention = any(g.mixer == "attention" for g in groups)
     self.window = st.window
+    self.attention_impl = cfg.attention_impl
     self.norm = RMSNorm(st.d_model)
 
   def context(self, segment_ids_BL, positions_BL, key_bias_BL=None) -> Context:
-    mask = attention_mask(segment_ids_BL, self.window) if self.has_attention else None
+    mask = None
+    if self.has_attention:
+      mask = layer_mask(segment_ids_BL, self.window, self.attention_impl)
     return Context(segment_ids_BL, positions_BL, mask, key_bias_BL)
 
   def __call__(self, x_BLD: jax.Array, segment_ids_BL: jax.Array, positions_BL: jax.Array,

@@ -1,23 +1,43 @@
-"""Causal multi-head attention through `jax.nn.dot_product_attention`, with RoPE and document masks.
+"""Causal multi-head attention with RoPE and document masks: `jax.nn.dot_product_attention` or splash.
 
 A short sliding window (the encoder/decoder's local attention) is computed on blocks: S
 queries against the 2S keys of their own block and the one before, which hold every key a
 query may see when window < S. That costs O(L·S) instead of the O(L²) of a masked full
 score matrix, the difference between a cheap and the dominant layer at L in the thousands.
+
+`implementation` ('auto', 'splash', 'default', 'cudnn', 'xla'; `model.attention_impl`): the last
+three are `jax.nn.dot_product_attention`'s, with the mask built once per stack. 'splash' runs
+`hnet.layers.splash` (Mosaic on TPU, Pallas interpret mode elsewhere: tests only); 'auto' picks
+splash on TPU, cuDNN on GPU and XLA on CPU. Both choose when the program is lowered
+(`jax.lax.platform_dependent`), so a TPU program compiled on a CPU host gets the TPU kernel. They
+receive a `DocumentMask` (segment ids and window) and build the dense mask per layer only where
+they run XLA: splash's unsupported cases (`splash.unsupported`), cuDNN's refusals, CPU.
 """
 # pylint: disable=invalid-name
+import functools
+import logging
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hnet.config import ATTENTION_IMPLS
+from hnet.layers import splash
 from hnet.layers.rope import apply_rope
+
+_DOT_PRODUCT_IMPL = {"default": None, "cudnn": "cudnn", "xla": "xla", "auto": None, "splash": None}
 
 
 class BlockMask(NamedTuple):
   """Sliding-window mask in block form: (B * nb, 1, S, 2S) for nb = ceil(L / S) blocks of S queries."""
   mask_N1ST: jax.Array
+
+
+class DocumentMask(NamedTuple):
+  """The mask's ingredients, for 'auto'/'splash': the kernel reads them, an XLA fallback expands them."""
+  segment_ids_BL: jax.Array
+  window: int = -1
 
 
 def window_block_size(window: int, length: int) -> int:
@@ -45,6 +65,15 @@ def attention_mask(segment_ids_BL: jax.Array, window: int = -1) -> jax.Array | B
     allowed_LL &= q_L1 - k_1L <= window
   same_doc_BLL = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
   return (same_doc_BLL & allowed_LL[None])[:, None]
+
+
+def layer_mask(segment_ids_BL: jax.Array, window: int, implementation: str
+               ) -> jax.Array | BlockMask | DocumentMask:
+  """What a stack hands its attention layers: `attention_mask` for the XLA implementations, built once;
+  a `DocumentMask` for 'auto'/'splash', whose dense form would be dead weight in a TPU program."""
+  if implementation in ("auto", "splash"):
+    return DocumentMask(segment_ids_BL, window)
+  return attention_mask(segment_ids_BL, window)
 
 
 def _to_blocks(x_BL: jax.Array, block: int, fill=0) -> jax.Array:
@@ -80,7 +109,9 @@ class Attention(nnx.Module):
     self.num_heads = num_heads
     self.head_dim = d_model // num_heads
     self.rotary_dim = rotary_dim
-    self.implementation = None if implementation == "default" else implementation
+    if implementation not in ATTENTION_IMPLS:
+      raise ValueError(f"Attention: implementation={implementation!r}; use one of {ATTENTION_IMPLS}")
+    self.implementation = implementation
     self.dtype = dtype
     self.wqkv = nnx.Linear(
         d_model, 3 * d_model, use_bias=False, dtype=dtype,
@@ -99,20 +130,55 @@ class Attention(nnx.Module):
     k_BLHK = apply_rope(k_BLHK, positions_BL, self.rotary_dim)
     return q_BLHK, k_BLHK, v_BLHK
 
-  def __call__(self, x_BLD: jax.Array, positions_BL: jax.Array, mask: jax.Array | BlockMask,
+  def __call__(self, x_BLD: jax.Array, positions_BL: jax.Array, mask: jax.Array | BlockMask | DocumentMask,
                key_bias_BL: jax.Array | None = None) -> jax.Array:
-    """`mask` from `attention_mask`; `key_bias_BL` is added to every query's score for that key (MrT5)."""
+    """`mask` from `layer_mask`; `key_bias_BL` is added to every query's score for that key (MrT5)."""
     B, L, D = x_BLD.shape
     q_BLHK, k_BLHK, v_BLHK = self.qkv(x_BLD, positions_BL)
-    if isinstance(mask, BlockMask):
-      out_BLHK = self._blocked(q_BLHK, k_BLHK, v_BLHK, mask.mask_N1ST, key_bias_BL)
+    if isinstance(mask, DocumentMask):
+      out_BLHK = self._by_platform(q_BLHK, k_BLHK, v_BLHK, mask, key_bias_BL)
     else:
-      bias = None if key_bias_BL is None else key_bias_BL[:, None, None, :].astype(self.dtype)
-      out_BLHK = jax.nn.dot_product_attention(
-          q_BLHK, k_BLHK, v_BLHK, bias=bias, mask=mask, implementation=self.implementation)
+      out_BLHK = self._dot_product(q_BLHK, k_BLHK, v_BLHK, mask, key_bias_BL,
+                                   _DOT_PRODUCT_IMPL[self.implementation])
     return self.out_proj(out_BLHK.reshape(B, L, D))
 
-  def _blocked(self, q_BLHK, k_BLHK, v_BLHK, mask_N1ST, key_bias_BL):
+  def _dot_product(self, q_BLHK, k_BLHK, v_BLHK, mask, key_bias_BL, implementation):
+    """`jax.nn.dot_product_attention` with a dense or blocked mask."""
+    if isinstance(mask, BlockMask):
+      return self._blocked(q_BLHK, k_BLHK, v_BLHK, mask.mask_N1ST, key_bias_BL, implementation)
+    bias = None if key_bias_BL is None else key_bias_BL[:, None, None, :].astype(self.dtype)
+    return jax.nn.dot_product_attention(
+        q_BLHK, k_BLHK, v_BLHK, bias=bias, mask=mask, implementation=implementation)
+
+  def _by_platform(self, q_BLHK, k_BLHK, v_BLHK, mask: DocumentMask, key_bias_BL):
+    """'splash' / 'auto': the kernel chosen for the platform the program is lowered for."""
+    window = mask.window
+
+    def xla(q, k, v, seg, implementation="xla"):
+      return self._dot_product(q, k, v, attention_mask(seg, window), key_bias_BL, implementation)
+
+    def cudnn(q, k, v, seg):
+      try:
+        return xla(q, k, v, seg, "cudnn")
+      except (RuntimeError, ValueError, NotImplementedError) as e:  # checked at trace time: float32, no GPU
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        splash.log_once(logging.INFO, f"attention_impl='auto': the GPU branch runs XLA, cuDNN declined: {why}")
+        return xla(q, k, v, seg)
+
+    args = (q_BLHK, k_BLHK, v_BLHK, mask.segment_ids_BL)
+    kernel = functools.partial(splash.splash_attention, window=window)
+    reason = splash.unsupported(q_BLHK.shape[1], key_bias_BL is not None)
+    if reason:  # a warning where splash was asked for; 'auto' on TPU just says what it chose
+      level = logging.WARNING if self.implementation == "splash" else logging.INFO
+      splash.log_once(level, f"attention_impl={self.implementation!r}: XLA instead of splash: {reason}")
+      kernel = xla
+    if self.implementation == "splash":
+      if reason:
+        return xla(*args)
+      return jax.lax.platform_dependent(*args, tpu=kernel, default=functools.partial(kernel, interpret=True))
+    return jax.lax.platform_dependent(*args, tpu=kernel, cuda=cudnn, default=xla)
+
+  def _blocked(self, q_BLHK, k_BLHK, v_BLHK, mask_N1ST, key_bias_BL, implementation):
     """Each block of S queries attends to the 2S keys of its block and the previous one."""
     B, L, H, K = q_BLHK.shape
     S = mask_N1ST.shape[2]
@@ -122,5 +188,5 @@ class Attention(nnx.Module):
     if key_bias_BL is not None:
       bias = _with_previous(_to_blocks(key_bias_BL, S)).reshape(-1, 1, 1, 2 * S).astype(self.dtype)
     out_NSHK = jax.nn.dot_product_attention(
-        q_NSHK, k_NTHK, v_NTHK, bias=bias, mask=mask_N1ST, implementation=self.implementation)
+        q_NSHK, k_NTHK, v_NTHK, bias=bias, mask=mask_N1ST, implementation=implementation)
     return out_NSHK.reshape(B, -1, H, K)[:, :L]
