@@ -3,7 +3,7 @@
   python -m bench.splash_aot                       # v5p:2x2x1, head dims 64 and 128, L 8192, global and window 1023
   python -m bench.splash_aot --impl auto xla --out bench/results/splash_aot_v5p.jsonl
 
-Runs on a CPU host: the target is libtpu's description of a TPU topology (`bench.cost_model.target_device`).
+Runs on a CPU host: the target is libtpu's description of a TPU topology (`hnet.accelerators.tpu_devices`).
 The layer runs as in training, under `jax.set_mesh` over all the topology's chips (batch over fsdp, heads
 over tensor), so the kernel sits inside `jax.shard_map`; `model.attention_impl` 'auto' or 'splash'
 picks the Mosaic kernel at lowering (`jax.lax.platform_dependent`). Each line reports the Pallas kernels
@@ -19,18 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.experimental import topologies
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from bench.cost_model import kernels, target_device
-from hnet import sharding
+from bench.cost_model import kernels
+from hnet import accelerators, sharding
 from hnet.layers.attention import Attention, layer_mask
 
 
 def tpu_mesh(target: str, tensor: int = 2) -> Mesh:
   """All chips of a TPU topology as a (data=1, fsdp, tensor) mesh."""
-  target_device(target)  # libtpu environment for a deviceless host
-  devices = topologies.get_topology_desc(target, platform="tpu").devices
+  jax.config.update("jax_platforms", "cpu")
+  devices = accelerators.tpu_devices(target)
   shape = (1, len(devices) // tensor, tensor)
   return Mesh(np.asarray(devices).reshape(shape), sharding.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
 
