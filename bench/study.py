@@ -5,6 +5,9 @@
   python -m bench.study --only default flat   # some runs only
   python -m bench.study --report              # table, JSON and plot from finished runs only
 
+Finished runs' results and metrics are archived in bench/results/study_<variant>_runs/ (commit
+them): a study continued on a fresh machine restores them and trains only what is missing.
+
 Every run reads the same data in the same order (same seed, rows, batch size, steps) and uses
 one optimiser recipe (the `default` config's: AdamW, lr 5e-3, warmup-stable-decay with a 50%
 cool-down; hierarchical families get H-Net's per-stage lr rule). Each family's widths are scaled
@@ -29,6 +32,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import time
 
 import jax
@@ -181,6 +185,22 @@ def ensure_entropy_lm(variant: str, root: str, data_dir: str = "") -> dict:
 # ---------------------------------------------------------------------------------------------
 # One run
 # ---------------------------------------------------------------------------------------------
+ARCHIVED = ("result.json", "metrics.jsonl")  # what a finished run needs for the table and the plot
+
+
+def archive(workdir: str, archive_dir: str, restore: bool) -> None:
+  """Copies a finished run's result and metrics to the archive kept in the repository (or back from it).
+
+  Checkpoints stay in the work dir; the archive makes a long study survive a fresh machine.
+  """
+  src, dst = (archive_dir, workdir) if restore else (workdir, archive_dir)
+  if not os.path.exists(os.path.join(src, "result.json")) or os.path.exists(os.path.join(dst, "result.json")):
+    return
+  os.makedirs(dst, exist_ok=True)
+  for name in ARCHIVED:
+    shutil.copy(os.path.join(src, name), os.path.join(dst, name))
+
+
 def _finished(workdir: str) -> dict | None:
   path = os.path.join(workdir, "result.json")
   if os.path.exists(path):
@@ -310,10 +330,14 @@ def main(argv=None) -> dict:
   p.add_argument("--report", action="store_true", help="report finished runs only, train nothing")
   p.add_argument("--data_dir", default="", help="data.data_dir for every run")
   p.add_argument("--results", default=RESULTS, help="where the JSON and PNG go")
+  p.add_argument("--archive", default=None, help="finished runs' results and metrics are kept here and restored "
+                 "from here (default bench/results/study_<variant>_runs; 'none' for no archive)")
   args = p.parse_args(argv)
   root = os.path.abspath(args.workdir or os.path.join("runs", f"study_{args.variant}"))
   os.makedirs(root, exist_ok=True)
   runs = plan(args.variant, args.only, args.long)
+  archive_root = None if args.archive == "none" else (
+      args.archive or os.path.join(args.results, f"study_{args.variant}_runs"))
   results, curves = [], {}
   for run in runs:
     if run.config == "blt" and not args.report:
@@ -322,6 +346,8 @@ def main(argv=None) -> dict:
     if args.data_dir:
       c.data.data_dir = args.data_dir
     workdir = os.path.join(root, run.name)
+    if archive_root:
+      archive(workdir, os.path.join(archive_root, run.name), restore=True)
     if args.report:
       done = _finished(workdir)
       if done is None:
@@ -329,6 +355,8 @@ def main(argv=None) -> dict:
     else:
       log.info("%s: %s, d_model %s, d_ff %s", run.name, c.model.layout, c.model.d_model, c.model.d_ff)
       done = train_and_measure(run, c, workdir, noise=not args.no_noise)
+      if archive_root:
+        archive(workdir, os.path.join(archive_root, run.name), restore=False)
     results.append(done)
     curves[run.name] = curve(workdir, c)
   report = {

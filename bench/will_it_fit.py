@@ -8,7 +8,7 @@ every device of the target, compiled ahead of time on this CPU host. The search 
 per device, then aims at the largest power of two that a line through the compiles so far says
 fits, until the largest fitting power of two and the next one up (which does not) were both
 compiled (or 256 rows per device fit); every batch in the table was compiled, none extrapolated.
-`--resume` keeps the finished cells of an earlier --out. GPU targets need jax's
+`--resume` keeps the finished cells of an earlier --out; `--table A.json B.json` prints the README table. GPU targets need jax's
 CUDA plugin (`pip install -e ".[cuda]"`), TPU targets libtpu (`pip install "jax[tpu]"`).
 Results: bench/results/will_it_fit.json (every compile) and a Markdown table on stdout.
 """
@@ -106,13 +106,50 @@ def table(cells: list[dict]) -> str:
   return "\n".join(rows)
 
 
+def pivot(cells: list[dict]) -> str:
+  """The README table: a row per config, a column per target; each cell batch (memory, compile)."""
+  targets = list(dict.fromkeys(c["target"] for c in cells))
+  configs = list(dict.fromkeys(c["config"] for c in cells))
+  by = {(c["config"], c["target"]): c for c in cells}
+  head = "| config | " + " | ".join(f"{t} ({_devices(cells, t)})" for t in targets) + " |"
+  rows = [head, "|---|" + "---|" * len(targets)]
+  for name in configs:
+    out = []
+    for t in targets:
+      c = by.get((name, t))
+      if c is None:
+        out.append("")
+      elif "error" in c:
+        out.append("compile error")
+      elif c["batch"]:
+        out.append(f"**{c['batch']}** ({c['total_gb']:.1f} GB, {c['compile_s']:.0f} s)")
+      else:
+        out.append(f"none ({c['total_gb']:.1f} GB at 1 row)")
+    rows.append(f"| {name} | " + " | ".join(out) + " |")
+  return "\n".join(rows)
+
+
+def _devices(cells: list[dict], target: str) -> str:
+  n = next(c["devices"] for c in cells if c["target"] == target)
+  gb = next(c["usable_gb"] for c in cells if c["target"] == target)
+  return f"{n} x {gb:.0f} GB"
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--configs", nargs="+", default=CONFIGS)
   p.add_argument("--targets", nargs="+", default=TARGETS)
   p.add_argument("--out", default="bench/results/will_it_fit.json")
   p.add_argument("--resume", action="store_true", help="keep the finished cells of --out")
+  p.add_argument("--table", nargs="+", metavar="JSON", help="print the README table of these results and exit")
   args = p.parse_args()
+  if args.table:
+    cells = []
+    for path in args.table:
+      with open(path, encoding="utf-8") as f:
+        cells += json.load(f)["cells"]
+    print(pivot(cells))
+    return
   targets = [accelerators.parse(t) for t in args.targets]
   if any(t.platform == "cuda" for t in targets):
     accelerators.prepare_gpu_compiles()

@@ -48,3 +48,9 @@ def test_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
   again = study.main(args)  # finished runs are skipped
   assert again["runs"] == report["runs"]
   assert os.path.getmtime(tmp_path / "runs" / "default" / "result.json") == mtime
+  # On a fresh machine (no work dirs), the archived results are restored, nothing is retrained.
+  assert os.path.exists(tmp_path / "out" / "study_tiny_runs" / "mrt5" / "metrics.jsonl")
+  shutil.rmtree(tmp_path / "runs")
+  fresh = study.main(args)
+  assert fresh["runs"] == report["runs"]
+  assert not os.path.exists(tmp_path / "runs" / "default" / "checkpoints")
