@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import subprocess
 import time
 
@@ -31,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hnet import accelerators
+from hnet import accelerators, aot
 from hnet.config import LayerGroup, ModelConfig, StageConfig
 from hnet.flops import layer_flops
 from hnet.layers.attention import Attention, attention_mask
@@ -56,11 +55,7 @@ def target_device(target: str):
 
 def kernels(compiled) -> list[str]:
   """Names of the Pallas kernels (Mosaic or Triton custom calls) in a compiled program."""
-  names = set()
-  for line in compiled.as_text().splitlines():
-    if "custom-call(" in line and re.search(r'custom_call_target="(tpu_custom_call|__gpu\$xla\.gpu\.triton)"', line):
-      names.add(re.match(r"\s*(?:ROOT )?%?([\w-]+)", line).group(1))
-  return sorted(names)
+  return aot.pallas_kernels(compiled.as_text())
 
 
 def _abstract(tree, sharding):

@@ -14,6 +14,7 @@ at its peak, before any allocator fragmentation.
 import dataclasses
 import logging
 import math
+import re
 import time
 
 import jax
@@ -49,6 +50,7 @@ class Report:
   xla_seconds: float | None  # XLA's estimated step time where valid (loop-free program)
   has_loops: bool
   compiler_options: dict = dataclasses.field(default_factory=dict)  # what a fallback changed
+  kernels: list = dataclasses.field(default_factory=list)  # Pallas kernels in the program (splash, SSD)
 
   @property
   def total_bytes(self) -> int:
@@ -106,7 +108,8 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
 
   mem = compiled.memory_analysis()
   cost = _cost_analysis(compiled)
-  has_loops = " while(" in compiled.as_text()
+  hlo = compiled.as_text()
+  has_loops = " while(" in hlo
   xla_seconds = cost.get("optimal_seconds") if cost and not has_loops else None
   fpb = flops_per_byte(model_cfg, c.data.seq_len, train=True)
   return Report(
@@ -119,7 +122,16 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
       code_bytes=mem.generated_code_size_in_bytes, compile_seconds=compile_seconds,
       model_flops=3 * fpb * c.train.batch_size * c.data.seq_len,
       xla_flops=cost.get("flops") if cost else None, xla_seconds=xla_seconds, has_loops=has_loops,
-      compiler_options=compiler_options)
+      compiler_options=compiler_options, kernels=pallas_kernels(hlo))
+
+
+def pallas_kernels(hlo_text: str) -> list[str]:
+  """Names of the Pallas kernels (Mosaic or Triton custom calls) in a compiled program's text."""
+  names = set()
+  for line in hlo_text.splitlines():
+    if "custom-call(" in line and re.search(r'custom_call_target="(tpu_custom_call|__gpu\$xla\.gpu\.triton)"', line):
+      names.add(re.match(r"\s*(?:ROOT )?%?([\w-]+)", line).group(1))
+  return sorted(names)
 
 
 def _cost_analysis(compiled) -> dict | None:
@@ -182,6 +194,7 @@ def format_report(r: Report, config_name: str = "") -> str:
       + (f"{r.xla_seconds:.3g} s" if r.xla_seconds is not None else
          "none (no cost model for this backend)" if r.xla_flops is None
          else "not valid (the step has loops: scanned layers, gradient accumulation)"),
+      f"  Pallas kernels: {', '.join(r.kernels) or 'none'}",
       f"  compile: {r.compile_seconds:.0f} s"
       + (f" (with {', '.join(f'{k}={v}' for k, v in r.compiler_options.items())})" if r.compiler_options else ""),
   ]

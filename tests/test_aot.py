@@ -83,11 +83,14 @@ def test_train_py_aot_exits_zero_and_writes_the_report(tmp_path):
   out = tmp_path / "report.json"
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run(
-      [sys.executable, "train.py", "--config", "configs/flat.py:tiny", "--aot", "v5p-8", "--aot_report", str(out),
-       "--workdir", str(tmp_path / "never")],
+      [sys.executable, "train.py", "--config", "configs/flat.py:tiny", "--config.data.seq_len=256",
+       "--config.model.dtype=bfloat16", "--aot", "v5p-8", "--aot_report", str(out), "--workdir", str(tmp_path / "never")],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "fits" in proc.stdout and "v5p-8: 4 chips" in proc.stdout
   report = json.loads(out.read_text())
   assert report["fits"] and report["devices"] == 4 and report["platform"] == "tpu"
+  # attention_impl 'auto' on a TPU target: the splash kernels, forward and backward (256 tiles by 128).
+  assert any(k.startswith("splash_mha_fwd") for k in report["kernels"]), report["kernels"]
+  assert any(k.startswith("splash_mha_dkv") for k in report["kernels"]), report["kernels"]
   assert not (tmp_path / "never").exists()  # a compile, not a run: nothing written
