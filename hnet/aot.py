@@ -51,6 +51,7 @@ class Report:
   has_loops: bool
   compiler_options: dict = dataclasses.field(default_factory=dict)  # what a fallback changed
   kernels: list = dataclasses.field(default_factory=list)  # Pallas kernels in the program (splash, SSD)
+  note: str = ""  # e.g. the compiler's out-of-memory refusal, whose figure stands in for the temporaries
 
   @property
   def total_bytes(self) -> int:
@@ -97,6 +98,19 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
     try:
       compiled = lowered.compile()
     except jax.errors.JaxRuntimeError as e:
+      required = _out_of_memory(str(e))
+      if required is not None:  # the TPU compiler refuses a program whose temporaries exceed HBM
+        state_bytes, batch_bytes = _bytes_per_device(state), _bytes_per_device(batch)
+        return Report(
+            target=target, mesh=dict(mesh.shape), batch_size=c.train.batch_size,
+            grad_accum_steps=c.train.grad_accum_steps, seq_len=c.data.seq_len,
+            num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)), remat=c.model.remat,
+            argument_bytes=state_bytes + batch_bytes, output_bytes=state_bytes, alias_bytes=state_bytes,
+            temp_bytes=required,
+            peak_bytes=0, code_bytes=0, compile_seconds=time.perf_counter() - t0,
+            model_flops=3 * flops_per_byte(model_cfg, c.data.seq_len, train=True) * c.train.batch_size
+            * c.data.seq_len, xla_flops=None, xla_seconds=None, has_loops=True,
+            note=f"XLA refused to compile: {str(e).strip().splitlines()[0][:240]}")
       if target.platform != "cuda" or "tile sizes" not in str(e):
         raise
       # Without autotuning, XLA's Triton GEMM emitter can pick no valid tiling for some shapes
@@ -123,6 +137,22 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
       model_flops=3 * fpb * c.train.batch_size * c.data.seq_len,
       xla_flops=cost.get("flops") if cost else None, xla_seconds=xla_seconds, has_loops=has_loops,
       compiler_options=compiler_options, kernels=pallas_kernels(hlo))
+
+
+_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _out_of_memory(message: str) -> int | None:
+  """Bytes of temporaries from the TPU compiler's refusal ('... HLO temporaries (389.82G) exceeds ...')."""
+  m = re.search(r"memory required for HLO temporaries \(([\d.]+)([KMGT])\)", message)
+  if "RESOURCE_EXHAUSTED" not in message or not m:
+    return None
+  return int(float(m[1]) * _UNITS[m[2]])
+
+
+def _bytes_per_device(tree) -> int:
+  """Bytes of one device's shards of abstract arrays with shardings."""
+  return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
 def pallas_kernels(hlo_text: str) -> list[str]:
@@ -195,6 +225,7 @@ def format_report(r: Report, config_name: str = "") -> str:
          "none (no cost model for this backend)" if r.xla_flops is None
          else "not valid (the step has loops: scanned layers, gradient accumulation)"),
       f"  Pallas kernels: {', '.join(r.kernels) or 'none'}",
+      *([f"  note: {r.note}"] if r.note else []),
       f"  compile: {r.compile_seconds:.0f} s"
       + (f" (with {', '.join(f'{k}={v}' for k, v in r.compiler_options.items())})" if r.compiler_options else ""),
   ]

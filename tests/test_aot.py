@@ -94,3 +94,26 @@ def test_train_py_aot_exits_zero_and_writes_the_report(tmp_path):
   assert any(k.startswith("splash_mha_fwd") for k in report["kernels"]), report["kernels"]
   assert any(k.startswith("splash_mha_dkv") for k in report["kernels"]), report["kernels"]
   assert not (tmp_path / "never").exists()  # a compile, not a run: nothing written
+
+
+@requires_libtpu
+def test_a_compile_refused_for_memory_is_a_step_that_does_not_fit(monkeypatch):
+  """The TPU compiler refuses a program whose temporaries exceed HBM: a report that does not fit, not a crash."""
+  import jax  # pylint: disable=import-outside-toplevel
+  refusal = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries "
+             "(389.82G) exceeds available HBM (15.75G).")
+  compile_ = jax.stages.Lowered.compile
+
+  def refuse_the_step(self, *args, **kwargs):
+    if "train_step" in self.as_text()[:2000]:
+      raise jax.errors.JaxRuntimeError(refusal)
+    return compile_(self, *args, **kwargs)
+
+  monkeypatch.setattr(jax.stages.Lowered, "compile", refuse_the_step)
+  c = hnet_1stage.get_config("tiny")
+  c.mesh.data, c.mesh.fsdp = 1, -1
+  r = aot.compile_train_step(c, accelerators.parse("v5e-4"))
+  assert not r.fits and r.temp_bytes == int(389.82 * 2**30) and "refused" in r.note
+  batch_bytes = 4 * 64 * 4 * 4 // 4  # 4 rows x 64 bytes, 4 int32/float32 arrays, over 4 chips
+  assert r.alias_bytes > 0 and r.argument_bytes == r.alias_bytes + batch_bytes  # the state is donated, the batch not
+  assert "advice: " in aot.format_report(r)
