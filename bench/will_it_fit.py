@@ -118,7 +118,7 @@ def pivot(cells: list[dict]) -> str:
     for t in targets:
       c = by.get((name, t))
       if c is None:
-        out.append("")
+        out.append("not compiled yet")
       elif "error" in c:
         out.append("compile error")
       elif c["batch"]:
