@@ -61,7 +61,7 @@ def compile_ahead_of_time(target_name: str, report_path: str | None) -> int:
   if target.platform == "cuda":
     accelerators.prepare_gpu_compiles()  # before the first compile
   report = aot.compile_train_step(FLAGS.config, target)
-  print(aot.format_report(report, FLAGS["config"].value_file if hasattr(FLAGS["config"], "value_file") else ""))
+  print(aot.format_report(report, config_flags.get_config_filename(FLAGS["config"])))
   if report_path:
     with open(report_path, "w", encoding="utf-8") as f:
       json.dump(report.to_json(), f, indent=2)

@@ -72,8 +72,7 @@ def search(name: str, target: accelerators.Target, devices: list, log, earlier: 
     if len(rows_k) > 1:
       slope, icpt = np.polyfit(rows_k, bytes_k, 1)
     else:  # one point: all of its non-state memory counted per row (an over-estimate of the slope)
-      fixed = one.argument_bytes + one.output_bytes - one.alias_bytes + one.code_bytes
-      slope, icpt = one.total_bytes - fixed, fixed
+      slope, icpt = one.total_bytes - one.fixed_bytes, one.fixed_bytes
     aim = (target.usable_bytes - icpt) / max(slope, 1.0)
     rows = 2 ** int(math.log2(max(aim, 1.0)))
     rows = min(max(rows, 2 * best), over // 2)

@@ -12,6 +12,7 @@ at its peak, before any allocator fragmentation.
 """
 # pylint: disable=invalid-name
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -59,6 +60,11 @@ class Report:
     return max(buffers, self.peak_bytes) + self.code_bytes
 
   @property
+  def fixed_bytes(self) -> int:
+    """Memory that does not grow with the rows per device: parameters, optimizer state, code."""
+    return self.argument_bytes + self.output_bytes - self.alias_bytes + self.code_bytes
+
+  @property
   def fits(self) -> bool:
     return self.total_bytes <= self.target.usable_bytes
 
@@ -83,6 +89,11 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
 
   t0 = time.perf_counter()
   graphdef, abstract_params = trainer.abstract_model(model_cfg, c.seed)
+  report = functools.partial(
+      Report, target=target, mesh=dict(mesh.shape), batch_size=c.train.batch_size,
+      grad_accum_steps=c.train.grad_accum_steps, seq_len=c.data.seq_len,
+      num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)), remat=c.model.remat,
+      model_flops=3 * flops_per_byte(model_cfg, c.data.seq_len, train=True) * c.train.batch_size * c.data.seq_len)
   params_sharding = sharding.param_shardings(abstract_params, mesh)
   params = jax.tree.map(  # the shardings tree has one NamedSharding per Variable (a prefix of the params tree)
       lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
@@ -101,15 +112,10 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
       required = _out_of_memory(str(e))
       if required is not None:  # the TPU compiler refuses a program whose temporaries exceed HBM
         state_bytes, batch_bytes = _bytes_per_device(state), _bytes_per_device(batch)
-        return Report(
-            target=target, mesh=dict(mesh.shape), batch_size=c.train.batch_size,
-            grad_accum_steps=c.train.grad_accum_steps, seq_len=c.data.seq_len,
-            num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)), remat=c.model.remat,
+        return report(
             argument_bytes=state_bytes + batch_bytes, output_bytes=state_bytes, alias_bytes=state_bytes,
-            temp_bytes=required,
-            peak_bytes=0, code_bytes=0, compile_seconds=time.perf_counter() - t0,
-            model_flops=3 * flops_per_byte(model_cfg, c.data.seq_len, train=True) * c.train.batch_size
-            * c.data.seq_len, xla_flops=None, xla_seconds=None, has_loops=True,
+            temp_bytes=required, peak_bytes=0, code_bytes=0, compile_seconds=time.perf_counter() - t0,
+            xla_flops=None, xla_seconds=None, has_loops=True,
             note=f"XLA refused to compile: {str(e).strip().splitlines()[0][:240]}")
       if target.platform != "cuda" or "tile sizes" not in str(e):
         raise
@@ -125,16 +131,11 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
   hlo = compiled.as_text()
   has_loops = " while(" in hlo
   xla_seconds = cost.get("optimal_seconds") if cost and not has_loops else None
-  fpb = flops_per_byte(model_cfg, c.data.seq_len, train=True)
-  return Report(
-      target=target, mesh=dict(mesh.shape), batch_size=c.train.batch_size,
-      grad_accum_steps=c.train.grad_accum_steps, seq_len=c.data.seq_len,
-      num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)), remat=c.model.remat,
+  return report(
       argument_bytes=mem.argument_size_in_bytes, output_bytes=mem.output_size_in_bytes,
       alias_bytes=mem.alias_size_in_bytes, temp_bytes=mem.temp_size_in_bytes,
       peak_bytes=getattr(mem, "peak_memory_in_bytes", 0) or 0,
       code_bytes=mem.generated_code_size_in_bytes, compile_seconds=compile_seconds,
-      model_flops=3 * fpb * c.train.batch_size * c.data.seq_len,
       xla_flops=cost.get("flops") if cost else None, xla_seconds=xla_seconds, has_loops=has_loops,
       compiler_options=compiler_options, kernels=pallas_kernels(hlo))
 
@@ -183,7 +184,7 @@ def advice(r: Report) -> str:
             f"(now replicated {r.mesh['data']} times)")
   if r.remat != "full":
     return f"recompute activations in the backward pass: --config.model.remat=full (now {r.remat!r})"
-  fixed = r.argument_bytes + r.output_bytes - r.alias_bytes + r.code_bytes
+  fixed = r.fixed_bytes
   micro_rows = r.rows_per_device // r.grad_accum_steps
   per_row = (r.total_bytes - fixed) / max(micro_rows, 1)  # activations scale with the micro-batch rows on a device
   rows = int((have - fixed) // per_row) if have > fixed else 0

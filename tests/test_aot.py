@@ -62,7 +62,7 @@ def test_tiny_train_step_compiles_for_a_tpu_slice_and_fits(tiny_report):
 @requires_libtpu
 def test_a_step_that_does_not_fit_gets_one_line_of_advice(tiny_report):
   r, _ = tiny_report
-  fixed = r.argument_bytes + r.output_bytes - r.alias_bytes + r.code_bytes
+  fixed = r.fixed_bytes
   small = dataclasses.replace(r.target, usable_bytes=fixed + (r.total_bytes - fixed) // 2)
   over = dataclasses.replace(r, target=small)
   assert not over.fits
@@ -88,6 +88,7 @@ def test_train_py_aot_exits_zero_and_writes_the_report(tmp_path):
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "fits" in proc.stdout and "v5p-8: 4 chips" in proc.stdout
+  assert "train step of configs/flat.py:tiny for" in proc.stdout  # the config named in the report
   report = json.loads(out.read_text())
   assert report["fits"] and report["devices"] == 4 and report["platform"] == "tpu"
   # attention_impl 'auto' on a TPU target: the splash kernels, forward and backward (256 tiles by 128).
