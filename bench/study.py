@@ -1,6 +1,6 @@
 """Matched-compute study: every family trained on the same bytes at equal training FLOPs per byte.
 
-  python -m bench.study                       # the CPU study (about 3.5 h on 2 cores), resumable
+  python -m bench.study                       # the CPU study (about 15 min a run on 2 cores), resumable
   python -m bench.study --variant tiny        # seconds: :tiny configs, a few steps (the test suite runs it)
   python -m bench.study --only default flat   # some runs only
   python -m bench.study --report              # table, JSON and plot from finished runs only
@@ -78,7 +78,7 @@ ABLATIONS = (  # on H-Net 1-stage (its family run uses capacity_slack 1.5, ratio
 )
 VARIANTS = {
     # steps of 8 rows x 256 bytes; target training FLOPs/byte (capacity basis); evals every `eval_every`
-    "cpu": dict(steps=6000, batch=8, seq_len=256, target_mflops=1.5, eval_every=500, eval_batches=32,
+    "cpu": dict(steps=3000, batch=8, seq_len=256, target_mflops=1.5, eval_every=250, eval_batches=32,
                 long_factor=3, noise_items=256),
     "tiny": dict(steps=3, batch=8, seq_len=64, target_mflops=None, eval_every=3, eval_batches=1,
                  long_factor=2, noise_items=8),
