@@ -79,9 +79,9 @@ ABLATIONS = (  # on H-Net 1-stage (its family run uses capacity_slack 1.5, ratio
 VARIANTS = {
     # steps of 8 rows x 256 bytes; target training FLOPs/byte (capacity basis); evals every `eval_every`
     "cpu": dict(steps=3000, batch=8, seq_len=256, target_mflops=1.5, eval_every=250, eval_batches=32,
-                long_factor=3, noise_items=256),
+                final_eval_batches=-1, long_factor=3, noise_items=256),  # final: the whole validation split
     "tiny": dict(steps=3, batch=8, seq_len=64, target_mflops=None, eval_every=3, eval_batches=1,
-                 long_factor=2, noise_items=8),
+                 final_eval_batches=4, long_factor=2, noise_items=8),
 }
 
 
@@ -140,6 +140,7 @@ def make_config(run: Run, variant: str, root: str):
   c.opt.lr_multipliers = ()
   c.opt.lr_multiplier_rule = "none" if c.model.router == "none" else "hnet"
   c.eval.num_items = v["noise_items"]
+  c.eval.bpb_batches = v["final_eval_batches"]
   c.eval.continuation_bytes = min(64, c.data.seq_len // 4)
   if c.model.router == "entropy":  # the study's own entropy LM and its calibrated θ
     c.model.entropy_model = os.path.join(root, "entropy_lm")
@@ -227,7 +228,7 @@ def train_and_measure(run: Run, c, workdir: str, *, noise: bool = True) -> dict:
   wall = time.time() - start
   model_cfg = model_config_from_dict(c.model)
   loaded = loading.load(workdir)
-  final = bpb.evaluate(loaded)  # full split, exact (the trainer's final eval saw the same)
+  final = bpb.evaluate(loaded)  # eval.bpb_batches: the whole split (exact) in the CPU study
   train_rows, _ = _train_metrics(workdir)
   rates = [r["train/bytes_per_second"] for r in train_rows if "train/bytes_per_second" in r]
   result = {
