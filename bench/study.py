@@ -215,6 +215,10 @@ def _train_metrics(workdir: str) -> tuple[list[dict], list[dict]]:
   return [r for r in rows if "train/loss" in r], [r for r in rows if "eval/bits_per_byte" in r]
 
 
+class Interrupted(Exception):
+  """A run stopped before its last step (preemption); the study stops with it."""
+
+
 def train_and_measure(run: Run, c, workdir: str, *, noise: bool = True) -> dict:
   """Trains (or resumes) the run, evaluates it, writes and returns `<workdir>/result.json`."""
   from hnet.evals import bpb, loading, robustness  # pylint: disable=import-outside-toplevel
@@ -226,6 +230,9 @@ def train_and_measure(run: Run, c, workdir: str, *, noise: bool = True) -> dict:
   start = time.time()
   out = trainer.train_and_evaluate(c, workdir, progress=False)
   wall = time.time() - start
+  if out["stopped"]:  # SIGTERM / max_minutes: the checkpoint is saved, the run is not finished
+    raise Interrupted(f"{run.name} stopped at step {out['step']} of {c.train.num_steps} ({out['stopped']}); "
+                      "run the study again to resume it")
   model_cfg = model_config_from_dict(c.model)
   loaded = loading.load(workdir)
   final = bpb.evaluate(loaded)  # eval.bpb_batches: the whole split (exact) in the CPU study
@@ -378,4 +385,8 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
   logging.getLogger("absl").setLevel(logging.WARNING)
-  main()
+  try:
+    main()
+  except Interrupted as e:
+    log.warning("%s", e)
+    raise SystemExit(1) from None

@@ -54,3 +54,21 @@ def test_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
   fresh = study.main(args)
   assert fresh["runs"] == report["runs"]
   assert not os.path.exists(tmp_path / "runs" / "mrt5" / "checkpoints")
+
+
+def test_a_preempted_run_is_not_recorded_and_stops_the_study(tmp_path, monkeypatch):
+  """SIGTERM mid-run: the trainer saves a checkpoint and returns; the study must not score that as finished."""
+  calls = []
+
+  def preempted(c, workdir, progress):
+    calls.append(workdir)
+    return {"stopped": "SIGTERM", "step": 1}
+
+  monkeypatch.setattr(study.trainer, "train_and_evaluate", preempted)
+  args = ["--variant", "tiny", "--workdir", str(tmp_path / "runs"), "--results", str(tmp_path / "out"),
+          "--only", "flat", "stride"]
+  with pytest.raises(study.Interrupted, match="flat stopped at step 1 of 3 .SIGTERM."):
+    study.main(args)
+  assert len(calls) == 1  # the next run did not start
+  assert not os.path.exists(tmp_path / "runs" / "flat" / "result.json")
+  assert not os.path.exists(tmp_path / "out" / "study_tiny_runs" / "flat")

@@ -101,6 +101,12 @@ def _block_mask(segment_ids_BL: jax.Array, window: int, block: int) -> BlockMask
   return BlockMask(mask_BNST.reshape(B * nb, 1, block, 2 * block))
 
 
+def _auto_level() -> int:
+  """What 'auto' chose for accelerators is news on an accelerator host, noise on a CPU one
+  (`train.py --aot` lists the kernels a program holds in its report)."""
+  return logging.DEBUG if jax.default_backend() == "cpu" else logging.INFO
+
+
 class Attention(nnx.Module):
   """Fused QKV projection, RoPE on the first `rotary_dim` dims, causal softmax attention."""
 
@@ -162,14 +168,14 @@ class Attention(nnx.Module):
         return xla(q, k, v, seg, "cudnn")
       except (RuntimeError, ValueError, NotImplementedError) as e:  # checked at trace time: float32, no GPU
         why = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        splash.log_once(logging.INFO, f"attention_impl='auto': the GPU branch runs XLA, cuDNN declined: {why}")
+        splash.log_once(_auto_level(), f"attention_impl='auto': the GPU branch runs XLA, cuDNN declined: {why}")
         return xla(q, k, v, seg)
 
     args = (q_BLHK, k_BLHK, v_BLHK, mask.segment_ids_BL)
     kernel = functools.partial(splash.splash_attention, window=window)
     reason = splash.unsupported(q_BLHK.shape[1], key_bias_BL is not None)
     if reason:  # a warning where splash was asked for; 'auto' on TPU just says what it chose
-      level = logging.WARNING if self.implementation == "splash" else logging.INFO
+      level = logging.WARNING if self.implementation == "splash" else _auto_level()
       splash.log_once(level, f"attention_impl={self.implementation!r}: XLA instead of splash: {reason}")
       kernel = xla
     if self.implementation == "splash":
