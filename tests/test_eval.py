@@ -25,6 +25,7 @@ from hnet.data import bytes as doc_bytes
 from hnet.evals import boundaries, bpb, documents, loading, mc, packing, perturbations, robustness, sampling, scoring
 from hnet.loss import LN2, ControllerState
 from hnet.optim import make_optimizer
+from tests.conftest import xla_flags
 from tests.helpers import forward, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -310,7 +311,7 @@ def test_main_prints_a_table_and_writes_json(run, text_file):
 
 
 def test_cli_restores_the_eight_device_checkpoint_on_one_device(run, text_file, tmp_path):
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu",
+  env = {**os.environ, "XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu",
          "PYTHONPATH": ROOT}
   out = tmp_path / "bpb.json"
   proc = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), f"--workdir={run[0]}", "bpb",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hnet import trainer
+from tests.conftest import xla_flags
 from tests.helpers import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +94,7 @@ def _train_cmd(workdir, data_dir, *extra, family="hnet_1stage"):
 
 def _env(devices: int):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = xla_flags(devices)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = ROOT
   return env
