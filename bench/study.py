@@ -348,18 +348,18 @@ def main(argv=None) -> dict:
       args.archive or os.path.join(args.results, f"study_{args.variant}_runs"))
   results, curves = [], {}
   for run in runs:
+    workdir = os.path.join(root, run.name)
+    if archive_root:
+      archive(workdir, os.path.join(archive_root, run.name), restore=True)
+    if args.report and _finished(workdir) is None:
+      continue  # before its config: an unfinished blt has no entropy LM to size against
     if run.config == "blt" and not args.report:
       ensure_entropy_lm(args.variant, root, args.data_dir)
     c = make_config(run, args.variant, root)
     if args.data_dir:
       c.data.data_dir = args.data_dir
-    workdir = os.path.join(root, run.name)
-    if archive_root:
-      archive(workdir, os.path.join(archive_root, run.name), restore=True)
     if args.report:
       done = _finished(workdir)
-      if done is None:
-        continue
     else:
       log.info("%s: %s, d_model %s, d_ff %s", run.name, c.model.layout, c.model.d_model, c.model.d_ff)
       done = train_and_measure(run, c, workdir, noise=not args.no_noise)
