@@ -351,16 +351,15 @@ def main(argv=None) -> dict:
     workdir = os.path.join(root, run.name)
     if archive_root:
       archive(workdir, os.path.join(archive_root, run.name), restore=True)
-    if args.report and _finished(workdir) is None:
+    done = _finished(workdir) if args.report else None
+    if args.report and done is None:
       continue  # before its config: an unfinished blt has no entropy LM to size against
     if run.config == "blt" and not args.report:
       ensure_entropy_lm(args.variant, root, args.data_dir)
     c = make_config(run, args.variant, root)
     if args.data_dir:
       c.data.data_dir = args.data_dir
-    if args.report:
-      done = _finished(workdir)
-    else:
+    if not args.report:
       log.info("%s: %s, d_model %s, d_ff %s", run.name, c.model.layout, c.model.d_model, c.model.d_ff)
       done = train_and_measure(run, c, workdir, noise=not args.no_noise)
       if archive_root:
