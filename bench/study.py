@@ -186,7 +186,8 @@ def ensure_entropy_lm(variant: str, root: str, data_dir: str = "") -> dict:
 # ---------------------------------------------------------------------------------------------
 # One run
 # ---------------------------------------------------------------------------------------------
-ARCHIVED = ("result.json", "metrics.jsonl")  # what a finished run needs for the table and the plot
+# What a finished run needs for the table and the plot, and its config (blt's entropy LM is sized from it).
+ARCHIVED = ("result.json", "metrics.jsonl", "config.json")
 
 
 def archive(workdir: str, archive_dir: str, restore: bool) -> None:
@@ -199,7 +200,8 @@ def archive(workdir: str, archive_dir: str, restore: bool) -> None:
     return
   os.makedirs(dst, exist_ok=True)
   for name in ARCHIVED:
-    shutil.copy(os.path.join(src, name), os.path.join(dst, name))
+    if os.path.exists(os.path.join(src, name)):  # runs archived before config.json was kept lack it
+      shutil.copy(os.path.join(src, name), os.path.join(dst, name))
 
 
 def _finished(workdir: str) -> dict | None:
@@ -281,13 +283,28 @@ def table(results: list[dict]) -> str:
   lines = [head]
   for r in results:
     chunk = " / ".join(f"{st['bytes_per_chunk']:.2f}" for st in r["stages"]) or "–"
-    target = " / ".join(f"{n:g}" for n in r["target_ratio"]) if r["stages"] else ""
+    # Bytes per chunk are cumulative (bytes per stage-s chunk), so the targets are too: 2, 2 -> 2 / 4.
+    target = " / ".join(f"{math.prod(r['target_ratio'][:s + 1]):g}" for s in range(len(r["stages"])))
     bpb = f"{r['bits_per_byte']:.4f}" + (f" (soft {r['bits_per_byte_soft']:.4f})" if "bits_per_byte_soft" in r else "")
     noise = f"{r['noise_mean_delta']:+.3f}" if "noise_mean_delta" in r else "–"
     rate = f"{r['bytes_per_second_median']:,.0f}" if r.get("bytes_per_second_median") else "–"
     lines.append(f"| {r['name']} | {r['params']:,} | {r['train_flops_per_byte'] / 1e6:.2f} / "
                  f"{r['train_flops_per_byte_target_basis'] / 1e6:.2f} | {chunk}" + (f" ({target})" if target else "")
                  + f" | {bpb} | {noise} | {rate} |")
+  return "\n".join(lines)
+
+
+def noise_table(results: list[dict]) -> str:
+  """Δ bits/byte of the clean continuation after each perturbation of its context (eval.py noise)."""
+  scored = [r for r in results if r.get("noise")]
+  if not scored:
+    return ""
+  kinds = list(scored[0]["noise"])
+  lines = ["| run | clean bits/byte | " + " | ".join(kinds) + " | mean |",
+           "|---|---:|" + "---:|" * (len(kinds) + 1)]
+  for r in scored:
+    deltas = " | ".join(f"{r['noise'][k]:+.3f}" for k in kinds)
+    lines.append(f"| {r['name']} | {r['noise_clean_bits_per_byte']:.3f} | {deltas} | {r['noise_mean_delta']:+.3f} |")
   return "\n".join(lines)
 
 
@@ -343,19 +360,26 @@ def main(argv=None) -> dict:
   args = p.parse_args(argv)
   root = os.path.abspath(args.workdir or os.path.join("runs", f"study_{args.variant}"))
   os.makedirs(root, exist_ok=True)
-  runs = plan(args.variant, args.only, args.long)
+  # A report shows every finished run, the long ones included, whatever --long says.
+  long_runs = [r.name for r in FAMILIES] if args.report and not args.long else args.long
+  runs = plan(args.variant, args.only, long_runs)
   archive_root = None if args.archive == "none" else (
       args.archive or os.path.join(args.results, f"study_{args.variant}_runs"))
   results, curves = [], {}
   for run in runs:
     workdir = os.path.join(root, run.name)
+    lm_workdir, lm_archive = os.path.join(root, "entropy_lm"), archive_root and os.path.join(archive_root, "entropy_lm")
     if archive_root:
       archive(workdir, os.path.join(archive_root, run.name), restore=True)
+      if run.config == "blt" and _finished(workdir):  # a finished blt's config names its entropy LM's
+        archive(lm_workdir, lm_archive, restore=True)
     done = _finished(workdir) if args.report else None
     if args.report and done is None:
       continue  # before its config: an unfinished blt has no entropy LM to size against
     if run.config == "blt" and not args.report:
       ensure_entropy_lm(args.variant, root, args.data_dir)
+      if archive_root:
+        archive(lm_workdir, lm_archive, restore=False)
     c = make_config(run, args.variant, root)
     if args.data_dir:
       c.data.data_dir = args.data_dir
@@ -378,6 +402,8 @@ def main(argv=None) -> dict:
     plot(curves, os.path.join(args.results, f"study_{args.variant}.png"),
          reference=2.42 if args.variant != "tiny" else None)
   print(table(results))
+  print()
+  print(noise_table(results))
   return report
 
 

@@ -72,3 +72,24 @@ def test_a_preempted_run_is_not_recorded_and_stops_the_study(tmp_path, monkeypat
   assert len(calls) == 1  # the next run did not start
   assert not os.path.exists(tmp_path / "runs" / "flat" / "result.json")
   assert not os.path.exists(tmp_path / "out" / "study_tiny_runs" / "flat")
+
+
+def test_report_on_a_fresh_machine_restores_blts_entropy_lm_config(tmp_path):
+  """A finished blt is sized through its entropy LM's config: the archive must bring that back too."""
+  archive = tmp_path / "archive"
+  (archive / "entropy_lm").mkdir(parents=True)
+  shutil.copy(os.path.join(entropy_lm_workdir(), "config.json"), archive / "entropy_lm" / "config.json")
+  with open(archive / "entropy_lm" / "result.json", "w", encoding="utf-8") as f:
+    json.dump({"steps": 3, "bits_per_byte": 7.9, "threshold": 2.5}, f)
+  (archive / "blt").mkdir()
+  result = {"name": "blt", "kind": "family", "params": 1000, "train_flops_per_byte": 2e5,
+            "train_flops_per_byte_target_basis": 1e5, "target_ratio": [4.0], "bits_per_byte": 7.5,
+            "bytes_per_second_median": 100.0, "stages": [{"stage": 0, "bytes_per_chunk": 4.4}]}
+  with open(archive / "blt" / "result.json", "w", encoding="utf-8") as f:
+    json.dump(result, f)
+  with open(archive / "blt" / "metrics.jsonl", "w", encoding="utf-8") as f:
+    f.write(json.dumps({"step": 3, "eval/bits_per_byte": 7.5}) + "\n")
+  report = study.main(["--variant", "tiny", "--report", "--workdir", str(tmp_path / "runs"),
+                       "--results", str(tmp_path / "out"), "--archive", str(archive)])
+  assert [r["name"] for r in report["runs"]] == ["blt"]
+  assert os.path.exists(tmp_path / "runs" / "entropy_lm" / "config.json")
