@@ -309,23 +309,34 @@ def noise_table(results: list[dict]) -> str:
 
 
 def plot(curves: dict[str, list[tuple[float, float]]], path: str, reference: float | None = None) -> None:
+  """Two panels: the families (long runs dotted, in their family's colour); H-Net 1-stage and its ablations."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(8, 5))
-  for name, pts in sorted(curves.items()):
-    if pts:
+  ablations = {r.name for r in ABLATIONS}
+  panels = (("families", lambda n: n not in ablations),
+            ("H-Net 1-stage ablations", lambda n: n in ablations or n == ABLATIONS[0].config))
+  colours = {}
+  fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+  for ax, (title, shown) in zip(axes, panels):
+    for name, pts in sorted(curves.items()):
+      if not pts or not shown(name):
+        continue
+      family = name.removesuffix("-long")
       x, y = zip(*pts)
-      ax.plot(np.asarray(x) / 1e12, y, marker="o", markersize=3, label=name)
-  if reference is not None:
-    ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=f"xz -9e ({reference})")
-  ax.set_xlabel("training FLOPs (TFLOP, 3 x forward, capacity basis)")
-  ax.set_ylabel("validation bits/byte")
-  ax.set_title("Matched-compute study on the embedded corpus")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+      line, = ax.plot(np.asarray(x) / 1e12, y, marker="o", markersize=3, label=name, color=colours.get(family),
+                      linestyle=":" if name != family else "-")
+      colours.setdefault(family, line.get_color())
+    if reference is not None:
+      ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=f"xz -9e ({reference})")
+    ax.set_xlabel("training FLOPs (TFLOP, 3 x forward, capacity basis)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  axes[0].set_ylabel("validation bits/byte")
+  fig.suptitle("Matched-compute study on the embedded corpus")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
