@@ -316,8 +316,10 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: str, reference: flo
   ablations = {r.name for r in ABLATIONS}
   panels = (("families", lambda n: n not in ablations),
             ("H-Net 1-stage ablations", lambda n: n in ablations or n == ABLATIONS[0].config))
+  panels = [(title, shown) for title, shown in panels if any(pts and shown(n) for n, pts in curves.items())]
   colours = {}
-  fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+  fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), sharey=True, squeeze=False)
+  axes = axes[0]
   for ax, (title, shown) in zip(axes, panels):
     for name, pts in sorted(curves.items()):
       if not pts or not shown(name):
