@@ -317,7 +317,9 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: str, reference: flo
   panels = (("families", lambda n: n not in ablations),
             ("H-Net 1-stage ablations", lambda n: n in ablations or n == ABLATIONS[0].config))
   panels = [(title, shown) for title, shown in panels if any(pts and shown(n) for n, pts in curves.items())]
-  colours = {}
+  # One colour per run over both panels; a long run takes its family's.
+  names = sorted({n.removesuffix("-long") for n in curves})
+  colours = {n: plt.get_cmap("tab20").colors[2 * i % 20 + (2 * i // 20) % 2] for i, n in enumerate(names)}
   fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), sharey=True, squeeze=False)
   axes = axes[0]
   for ax, (title, shown) in zip(axes, panels):
@@ -326,9 +328,8 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: str, reference: flo
         continue
       family = name.removesuffix("-long")
       x, y = zip(*pts)
-      line, = ax.plot(np.asarray(x) / 1e12, y, marker="o", markersize=3, label=name, color=colours.get(family),
-                      linestyle=":" if name != family else "-")
-      colours.setdefault(family, line.get_color())
+      ax.plot(np.asarray(x) / 1e12, y, marker="o", markersize=3, label=name, color=colours[family],
+              linestyle=":" if name != family else "-")
     if reference is not None:
       ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=f"xz -9e ({reference})")
     ax.set_xlabel("training FLOPs (TFLOP, 3 x forward, capacity basis)")
