@@ -318,8 +318,10 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: str, reference: flo
             ("H-Net 1-stage ablations", lambda n: n in ablations or n == ABLATIONS[0].config))
   panels = [(title, shown) for title, shown in panels if any(pts and shown(n) for n, pts in curves.items())]
   # One colour per run over both panels; a long run takes its family's.
+  tab20 = plt.get_cmap("tab20").colors
+  palette = tab20[0::2] + tab20[1::2]  # the ten dark shades, then their light twins
   names = sorted({n.removesuffix("-long") for n in curves})
-  colours = {n: plt.get_cmap("tab20").colors[2 * i % 20 + (2 * i // 20) % 2] for i, n in enumerate(names)}
+  colours = {n: palette[i % len(palette)] for i, n in enumerate(names)}
   fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), sharey=True, squeeze=False)
   axes = axes[0]
   for ax, (title, shown) in zip(axes, panels):
@@ -379,10 +381,10 @@ def main(argv=None) -> dict:
   runs = plan(args.variant, args.only, long_runs)
   archive_root = None if args.archive == "none" else (
       args.archive or os.path.join(args.results, f"study_{args.variant}_runs"))
+  lm_workdir, lm_archive = os.path.join(root, "entropy_lm"), archive_root and os.path.join(archive_root, "entropy_lm")
   results, curves = [], {}
   for run in runs:
     workdir = os.path.join(root, run.name)
-    lm_workdir, lm_archive = os.path.join(root, "entropy_lm"), archive_root and os.path.join(archive_root, "entropy_lm")
     if archive_root:
       archive(workdir, os.path.join(archive_root, run.name), restore=True)
       if run.config == "blt" and _finished(workdir):  # a finished blt's config names its entropy LM's
