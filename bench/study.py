@@ -44,6 +44,7 @@ from hnet.flops import flops_per_byte
 
 log = logging.getLogger("bench.study")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+ENTROPY_LM = "entropy_lm"  # blt's entropy LM: its work dir and archive dir name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +144,7 @@ def make_config(run: Run, variant: str, root: str):
   c.eval.bpb_batches = v["final_eval_batches"]
   c.eval.continuation_bytes = min(64, c.data.seq_len // 4)
   if c.model.router == "entropy":  # the study's own entropy LM and its calibrated θ
-    c.model.entropy_model = os.path.join(root, "entropy_lm")
+    c.model.entropy_model = os.path.join(root, ENTROPY_LM)
     lm = _finished(c.model.entropy_model)
     if lm is not None:
       c.model.entropy_threshold = lm["threshold"]
@@ -162,7 +163,7 @@ def ensure_entropy_lm(variant: str, root: str, data_dir: str = "") -> dict:
   part of blt's FLOPs/byte.
   """
   from hnet import calibrate_entropy  # pylint: disable=import-outside-toplevel
-  workdir = os.path.join(root, "entropy_lm")
+  workdir = os.path.join(root, ENTROPY_LM)
   done = _finished(workdir)
   if done is not None:
     return done
@@ -381,12 +382,13 @@ def main(argv=None) -> dict:
   runs = plan(args.variant, args.only, long_runs)
   archive_root = None if args.archive == "none" else (
       args.archive or os.path.join(args.results, f"study_{args.variant}_runs"))
-  lm_workdir, lm_archive = os.path.join(root, "entropy_lm"), archive_root and os.path.join(archive_root, "entropy_lm")
+  lm_workdir, lm_archive = os.path.join(root, ENTROPY_LM), archive_root and os.path.join(archive_root, ENTROPY_LM)
   results, curves = [], {}
   for run in runs:
     workdir = os.path.join(root, run.name)
+    run_archive = archive_root and os.path.join(archive_root, run.name)
     if archive_root:
-      archive(workdir, os.path.join(archive_root, run.name), restore=True)
+      archive(workdir, run_archive, restore=True)
       if run.config == "blt" and _finished(workdir):  # a finished blt's config names its entropy LM's
         archive(lm_workdir, lm_archive, restore=True)
     done = _finished(workdir) if args.report else None
@@ -403,7 +405,7 @@ def main(argv=None) -> dict:
       log.info("%s: %s, d_model %s, d_ff %s", run.name, c.model.layout, c.model.d_model, c.model.d_ff)
       done = train_and_measure(run, c, workdir, noise=not args.no_noise)
       if archive_root:
-        archive(workdir, os.path.join(archive_root, run.name), restore=False)
+        archive(workdir, run_archive, restore=False)
     results.append(done)
     curves[run.name] = curve(workdir, c)
   report = {
