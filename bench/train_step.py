@@ -28,7 +28,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from configs import base, hnet_1stage_L
-from hnet import sharding, trainer
+from hnet import aot, sharding, trainer
 from hnet.config import model_config_from_dict
 from hnet.flops import flops_per_byte
 from hnet.metrics import device_peak_flops
@@ -58,7 +58,8 @@ def synthetic_batch(batch: int, length: int, seed: int = 0) -> dict:
           "loss_mask": np.concatenate([mask, np.zeros((batch, 1), np.float32)], axis=1)}
 
 
-def run(c, steps: int, warmup: int) -> dict:
+def run(c, steps: int, warmup: int, fit_bytes: int | None = None) -> dict:
+  """Compiles and times `c`'s training step; with `fit_bytes`, halves the batch until XLA's plan fits it."""
   model_cfg = model_config_from_dict(c.model)
   mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
   batch_sharding = sharding.batch_sharding(mesh)
@@ -68,10 +69,15 @@ def run(c, steps: int, warmup: int) -> dict:
   state, state_sharding = trainer.init_train_state(params, tx, mesh)
   with jax.set_mesh(mesh):
     step_fn = trainer.jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
-    batch = trainer.to_global(synthetic_batch(c.train.batch_size, c.data.seq_len), batch_sharding)
-    t0 = time.perf_counter()
-    compiled = step_fn.lower(state, batch).compile()
-    compile_s = time.perf_counter() - t0
+    while True:
+      batch = trainer.to_global(synthetic_batch(c.train.batch_size, c.data.seq_len), batch_sharding)
+      t0 = time.perf_counter()
+      compiled = step_fn.lower(state, batch).compile()
+      compile_s = time.perf_counter() - t0
+      planned = aot.planned_bytes(compiled.memory_analysis())
+      if fit_bytes is None or planned <= fit_bytes or c.train.batch_size <= 1:
+        break
+      c.train.batch_size //= 2  # the plan does not fit: try half the rows
     for _ in range(warmup):
       state, metrics = compiled(state, batch)
     jax.block_until_ready(state)
@@ -88,6 +94,7 @@ def run(c, steps: int, warmup: int) -> dict:
   fpb_target = flops_per_byte(model_cfg, c.data.seq_len, train=True, basis="target")
   mem = jax.devices()[0].memory_stats() or {}
   n_dev = jax.device_count()
+  hlo = compiled.as_text()
   result = {
       "device": kind, "devices": n_dev, "jax": jax.__version__, "layout": c.model.layout,
       "router": c.model.router, "params": count_params(nnx.merge(graphdef, state.params)),
@@ -97,6 +104,8 @@ def run(c, steps: int, warmup: int) -> dict:
       "mfu": 3 * fpb * bytes_per_step / step_time / (peak * n_dev) if peak else None,
       "mfu_target": 3 * fpb_target * bytes_per_step / step_time / (peak * n_dev) if peak else None,
       "peak_memory_gib": mem.get("peak_bytes_in_use", 0) / 2**30 or None,
+      "planned_memory_gib": planned / 2**30,  # XLA's plan for this program, the figure `--aot` reports
+      "kernels": aot.pallas_kernels(hlo), "cudnn_attention_calls": aot.cudnn_attention_calls(hlo),
       "compile_s": compile_s, "loss": float(metrics["loss"]),
       "boundary_frac": {k: float(v) for k, v in metrics.items() if k.endswith("boundary_frac")},
   }

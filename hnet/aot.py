@@ -156,6 +156,17 @@ def _bytes_per_device(tree) -> int:
   return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
+def planned_bytes(mem) -> int:
+  """Bytes per device of XLA's allocation plan (`compiled.memory_analysis()`), as `Report.total_bytes`."""
+  buffers = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+  return max(buffers, getattr(mem, "peak_memory_in_bytes", 0) or 0) + mem.generated_code_size_in_bytes
+
+
+def cudnn_attention_calls(hlo_text: str) -> int:
+  """cuDNN fused-attention custom calls in a compiled GPU program (0: attention runs as XLA ops)."""
+  return len(re.findall(r'custom_call_target="__cudnn\$fmha', hlo_text))
+
+
 def pallas_kernels(hlo_text: str) -> list[str]:
   """Names of the Pallas kernels (Mosaic or Triton custom calls) in a compiled program's text."""
   names = set()
