@@ -75,9 +75,10 @@ def run(c, steps: int, warmup: int, fit_bytes: int | None = None) -> dict:
       compiled = step_fn.lower(state, batch).compile()
       compile_s = time.perf_counter() - t0
       planned = aot.planned_bytes(compiled.memory_analysis())
-      if fit_bytes is None or planned <= fit_bytes or c.train.batch_size <= 1:
+      half = c.train.batch_size // 2
+      if fit_bytes is None or planned <= fit_bytes or half < 1 or half % (mesh.shape["data"] * mesh.shape["fsdp"]):
         break
-      c.train.batch_size //= 2  # the plan does not fit: try half the rows
+      c.train.batch_size = half  # the plan does not fit: try half the rows
     for _ in range(warmup):
       state, metrics = compiled(state, batch)
     jax.block_until_ready(state)
