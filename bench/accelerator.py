@@ -91,7 +91,8 @@ def device_slug(device) -> str:
   m = re.search(r"\b([ahbl]\d{2,3})\b", kind)
   if device.platform == "gpu" and m:
     return m[1]
-  return re.sub(r"[^a-z0-9]+", "_", f"{device.platform}_{kind}").strip("_")
+  name = kind if kind.startswith(device.platform) else f"{device.platform} {kind}"
+  return re.sub(r"[^a-z0-9]+", "_", name).strip("_")
 
 
 # --------------------------------------------------------------------------- 1. environment
