@@ -45,7 +45,7 @@ from hnet import aot
 from hnet.config import model_config_from_dict
 from hnet.kernels.ssd import ssd_pallas
 from hnet.layers import splash
-from hnet.layers.attention import attention_mask
+from hnet.layers.attention import attention_mask, dense_attention
 from hnet.layers.ssd import ssd_chunked
 from hnet.model import HNetLM
 
@@ -219,8 +219,8 @@ def attention_check(sizes, platform: str, deadline: float) -> dict:
     o = jnp.where(keep_BL11, fn(a["q"], a["k"], a["v"], seg_BL).astype(jnp.float32), 0.0)
     return jnp.sum(o * w_o), o
 
-  def dense(q, k, v, seg, implementation):
-    return jax.nn.dot_product_attention(q, k, v, mask=attention_mask(seg), implementation=implementation)
+  def dense(q, k, v, seg, implementation):  # the model's dense-mask path (hnet.layers.attention)
+    return dense_attention(q, k, v, attention_mask(seg), implementation=implementation)
 
   fns = {"xla": functools.partial(dense, implementation="xla")}
   if platform == "gpu":
@@ -238,11 +238,13 @@ def attention_check(sizes, platform: str, deadline: float) -> dict:
   return out
 
 
-def kernels(variant: str, deadline: float) -> dict:
+def kernels(variant: str, deadline: float, entries: list[str] | None = None) -> dict:
   platform = jax.devices()[0].platform
   sizes = SIZES[variant]
   out = {}
   for name, check in (("ssd", ssd_check), ("attention", attention_check)):
+    if entries and name not in entries:
+      continue
     try:
       out[name] = check(sizes[name], platform, deadline)
     except Exception as e:  # pylint: disable=broad-except
@@ -260,10 +262,13 @@ def default_batch(variant: str) -> int:
   return 16 if limit >= 60 * 2**30 else 8
 
 
-def speed(variant: str, batch: int, steps: int, deadline: float) -> dict:
+SPEED_ENTRIES = ("hnet_1stage_L", "flat_equal_flops", "mamba2_stack_xla", "mamba2_stack_pallas")
+
+
+def speed(variant: str, batch: int, steps: int, deadline: float, entries: list[str] | None = None) -> dict:
   configs = train_step.suite_configs(batch, "tiny" if variant == "tiny" else None)
   # H-Net first: the device's peak-memory counter then reads its step alone (part 4).
-  order = ["hnet_1stage_L", "flat_equal_flops", "mamba2_stack_xla", "mamba2_stack_pallas"]
+  order = [name for name in SPEED_ENTRIES if not entries or name in entries]
   limit = (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
   entries = {}
   for name in order:
@@ -427,6 +432,8 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=None, help="rows per training step (default: chosen to fit)")
   parser.add_argument("--steps", type=int, default=None, help="timed training steps per entry (default 10; tiny 2)")
   parser.add_argument("--parts", nargs="+", default=list(BUDGETS_S), choices=list(BUDGETS_S))
+  parser.add_argument("--entries", nargs="+", choices=("ssd", "attention") + SPEED_ENTRIES,
+                      help="only these kernel checks and speed entries (default: all)")
   args = parser.parse_args(argv)
 
   device = jax.devices()[0]
@@ -458,10 +465,10 @@ def main(argv=None):
       if part == "environment":
         out = environment()
       elif part == "kernels":
-        out = kernels(args.variant, box_end)
+        out = kernels(args.variant, box_end, args.entries)
       elif part == "speed":
         batch = args.batch or default_batch(args.variant)
-        out = speed(args.variant, batch, args.steps or (2 if args.variant == "tiny" else 10), box_end)
+        out = speed(args.variant, batch, args.steps or (2 if args.variant == "tiny" else 10), box_end, args.entries)
       elif part == "memory":
         out = memory_truth(results.data["parts"].get("speed", {}))
       else:

@@ -6,7 +6,7 @@ from flax import nnx
 
 import pytest
 
-from hnet.layers.attention import Attention, BlockMask, attention_mask, window_block_size
+from hnet.layers.attention import Attention, BlockMask, attention_mask, dense_attention, window_block_size
 from hnet.layers.rope import apply_rope
 
 
@@ -85,3 +85,19 @@ def test_attention_is_causal_and_bias_deletes_keys():
   y3 = attn(x, pos, mask, bias)
   y4 = attn(x.at[:, 1].set(5.0), pos, mask, bias)
   np.testing.assert_allclose(y3[:, 2:], y4[:, 2:], atol=1e-4)
+
+
+def test_dense_attention_tells_only_cudnn_that_the_mask_is_causal(monkeypatch):
+  # cuDNN skips the blocks above the diagonal only with is_causal (+38% flat-model bytes/s on an H200);
+  # the mask already holds causality, so adding it for XLA too would only repeat that work.
+  seg_BL = jnp.array([[1, 1, 2, 2, 2, 0]], jnp.int32)
+  q_BLHK = jax.random.normal(jax.random.key(0), (1, 6, 2, 8))
+  mask_B1LL = attention_mask(seg_BL)
+  seen = []
+  real = jax.nn.dot_product_attention
+  monkeypatch.setattr(jax.nn, "dot_product_attention",
+                      lambda *a, **kw: seen.append(kw["is_causal"]) or real(*a, **{**kw, "implementation": "xla"}))
+  out_cudnn = dense_attention(q_BLHK, q_BLHK, q_BLHK, mask_B1LL, implementation="cudnn")
+  out_xla = dense_attention(q_BLHK, q_BLHK, q_BLHK, mask_B1LL, implementation="xla")
+  assert seen == [True, False]
+  np.testing.assert_array_equal(out_cudnn, out_xla)  # causal on top of a causal mask changes nothing

@@ -76,6 +76,17 @@ def layer_mask(segment_ids_BL: jax.Array, window: int, implementation: str
   return attention_mask(segment_ids_BL, window)
 
 
+def dense_attention(q_BLHK: jax.Array, k_BLHK: jax.Array, v_BLHK: jax.Array, mask_B1LL: jax.Array,
+                    bias_B11L: jax.Array | None = None, implementation: str | None = None) -> jax.Array:
+  """Causal attention under a dense (B, 1, L, L) mask from `attention_mask` (causality included).
+
+  cuDNN is also told the mask is causal: given only the mask, it applies it as a bias over the whole
+  (L, L) square; with `is_causal` it skips the blocks above the diagonal. The result is the same.
+  """
+  return jax.nn.dot_product_attention(q_BLHK, k_BLHK, v_BLHK, bias=bias_B11L, mask=mask_B1LL,
+                                      is_causal=implementation == "cudnn", implementation=implementation)
+
+
 def _to_blocks(x_BL: jax.Array, block: int, fill=0) -> jax.Array:
   """(B, L, ...) -> (B, nb, S, ...), the tail padded with `fill`."""
   B, L = x_BL.shape[:2]
@@ -152,9 +163,8 @@ class Attention(nnx.Module):
     """`jax.nn.dot_product_attention` with a dense or blocked mask."""
     if isinstance(mask, BlockMask):
       return self._blocked(q_BLHK, k_BLHK, v_BLHK, mask.mask_N1ST, key_bias_BL, implementation)
-    bias = None if key_bias_BL is None else key_bias_BL[:, None, None, :].astype(self.dtype)
-    return jax.nn.dot_product_attention(
-        q_BLHK, k_BLHK, v_BLHK, bias=bias, mask=mask, implementation=implementation)
+    bias_B11L = None if key_bias_BL is None else key_bias_BL[:, None, None, :].astype(self.dtype)
+    return dense_attention(q_BLHK, k_BLHK, v_BLHK, mask, bias_B11L, implementation)
 
   def _by_platform(self, q_BLHK, k_BLHK, v_BLHK, mask: DocumentMask, key_bias_BL):
     """'splash' / 'auto': the kernel chosen for the platform the program is lowered for."""
