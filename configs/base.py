@@ -53,6 +53,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.model.attention_impl = "auto"  # 'auto' (splash on TPU, cuDNN on GPU, XLA on CPU, chosen at lowering), 'splash', or jax.nn.dot_product_attention's 'default', 'cudnn', 'xla'
   c.model.dtype = "float32"  # compute dtype ('bfloat16' on accelerators); params stay float32
   c.model.remat = "full"  # remat policy per layer: 'none', 'full', 'dots' (save matmul outputs)
+  c.model.scan_layers = True  # run each group of identical layers as a jax.lax.scan; False unrolls it (same maths, loop-free program: XLA's cost model)
   c.model.init_std = 0.02  # std of linear layers; out projections get std / sqrt(n_res)
 
   # --- optimiser (hnet/optim.py) ---

@@ -131,6 +131,7 @@ class ModelConfig:
   attention_impl: str = "auto"
   dtype: str = "float32"
   remat: str = "full"
+  scan_layers: bool = True  # False: layer groups unrolled (a loop-free program for XLA's cost estimate)
   init_std: float = 0.02
   vocab_size: int = 256
   entropy_lm: "ModelConfig | None" = None  # router='entropy': the frozen byte LM (from model.entropy_model)
@@ -320,5 +321,6 @@ def model_config_from_dict(c) -> ModelConfig:
       attention_impl=get("attention_impl"),
       dtype=get("dtype"),
       remat=get("remat"),
+      scan_layers=bool(get("scan_layers")),
       init_std=float(get("init_std")),
   )

@@ -80,6 +80,7 @@ class BlockGroup(nnx.Module):
 
     self.blocks = make_block(rngs.split(group.count))
     self.remat = cfg.remat
+    self.scan_layers = cfg.scan_layers
 
   def __call__(self, x_BLD: jax.Array, ctx: Context) -> jax.Array:
     def body(x, block):
@@ -87,7 +88,8 @@ class BlockGroup(nnx.Module):
 
     if self.remat != "none":
       body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat])
-    x_BLD, _ = jax.lax.scan(body, x_BLD, self.blocks)
+    # Unrolled, the same blocks run in the same order without a `while` loop (XLA's cost model skips loops).
+    x_BLD, _ = jax.lax.scan(body, x_BLD, self.blocks, unroll=not self.scan_layers)
     return x_BLD
 
 
