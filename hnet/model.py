@@ -37,9 +37,12 @@ class HNetLM(nnx.Module):
     """
     if segment_ids_BL is None:
       segment_ids_BL = jnp.ones(tokens_BL.shape, jnp.int32)
-    x_BLD = self.embed(tokens_BL)
-    y_BLD, stats = self.backbone(x_BLD, segment_ids_BL, tokens_BL=tokens_BL, train=train)
-    logits_BLV = self.lm_head(y_BLD).astype(jnp.float32)
+    with jax.named_scope("embed"):
+      x_BLD = self.embed(tokens_BL)
+    with jax.named_scope("stage0"):
+      y_BLD, stats = self.backbone(x_BLD, segment_ids_BL, tokens_BL=tokens_BL, train=train)
+    with jax.named_scope("lm_head"):
+      logits_BLV = self.lm_head(y_BLD).astype(jnp.float32)
     aux = {
         "router_losses": tuple(s.pop("router_loss") for s in stats),
         "metrics": {f"stage{i}/{k}": v for i, s in enumerate(stats) for k, v in s.items()},

@@ -50,6 +50,7 @@ class Block(nnx.Module):
           st.d_model, st.num_heads, rotary_dim=st.rotary_dim, init_std=cfg.init_std,
           out_init_std=out_std, implementation=cfg.attention_impl, dtype=dtype, rngs=rngs)
     self.is_mamba = group.mixer == "mamba"
+    self.stage = st.index
     if group.has_mlp:
       self.norm2 = RMSNorm(st.d_model)
       self.mlp = SwiGLU(st.d_model, st.d_ff, init_std=cfg.init_std, out_init_std=out_std, dtype=dtype,
@@ -59,14 +60,18 @@ class Block(nnx.Module):
       self.mlp = None
 
   def __call__(self, x_BLD: jax.Array, ctx: Context) -> jax.Array:
-    h_BLD = self.norm1(x_BLD)
-    if self.is_mamba:
-      h_BLD = self.mixer(h_BLD, ctx.segment_ids_BL)
-    else:
-      h_BLD = self.mixer(h_BLD, ctx.positions_BL, ctx.mask, ctx.key_bias_BL)
-    x_BLD = x_BLD + h_BLD.astype(jnp.float32)  # residual stream stays float32
+    # Named scopes label the compiled program's ops (bench.step_overhead's per-component costs); they name
+    # the stage because a rematerialised layer's backward ops lose the scopes outside the layer.
+    with jax.named_scope(f"{'mamba2' if self.is_mamba else 'attention'}_stage{self.stage}"):
+      h_BLD = self.norm1(x_BLD)
+      if self.is_mamba:
+        h_BLD = self.mixer(h_BLD, ctx.segment_ids_BL)
+      else:
+        h_BLD = self.mixer(h_BLD, ctx.positions_BL, ctx.mask, ctx.key_bias_BL)
+      x_BLD = x_BLD + h_BLD.astype(jnp.float32)  # residual stream stays float32
     if self.mlp is not None:
-      x_BLD = x_BLD + self.mlp(self.norm2(x_BLD)).astype(jnp.float32)
+      with jax.named_scope(f"mlp_stage{self.stage}"):
+        x_BLD = x_BLD + self.mlp(self.norm2(x_BLD)).astype(jnp.float32)
     return x_BLD
 
 

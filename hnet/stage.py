@@ -65,15 +65,18 @@ class Stage(nnx.Module):
     """Pad, encoder, router and chunking of an outer stage: (h_BLD, positions_BL, routing, chunks)."""
     x_BLD = self.pad(x_BLD)
     positions_BL = chunking.positions_in_document(segment_ids_BL)
-    h_BLD = self.encoder(x_BLD, segment_ids_BL, positions_BL)
-    routing = self.router(h_BLD, tokens_BL=tokens_BL, segment_ids_BL=segment_ids_BL,
-                          positions_BL=positions_BL, train=train)
+    with jax.named_scope("encoder"):
+      h_BLD = self.encoder(x_BLD, segment_ids_BL, positions_BL)
+    with jax.named_scope("router"):
+      routing = self.router(h_BLD, tokens_BL=tokens_BL, segment_ids_BL=segment_ids_BL,
+                            positions_BL=positions_BL, train=train)
     L = x_BLD.shape[1]
-    if routing.key_bias_BL is not None:  # soft deletion keeps every position: no budget, only the read-out
-      chunks = chunking.make_chunks(routing.boundary_BL, segment_ids_BL, L, lambda n: n)
-    else:
-      chunks = chunking.make_chunks(routing.boundary_BL, segment_ids_BL, self.capacity_of(L), self.budget_of,
-                                    owner_ids_BL)
+    with jax.named_scope("chunk_index"):
+      if routing.key_bias_BL is not None:  # soft deletion keeps every position: no budget, only the read-out
+        chunks = chunking.make_chunks(routing.boundary_BL, segment_ids_BL, L, lambda n: n)
+      else:
+        chunks = chunking.make_chunks(routing.boundary_BL, segment_ids_BL, self.capacity_of(L), self.budget_of,
+                                      owner_ids_BL)
     return h_BLD, positions_BL, routing, chunks
 
   def __call__(self, x_BLD: jax.Array, segment_ids_BL: jax.Array, *, owner_ids_BL: jax.Array | None = None,
@@ -87,7 +90,8 @@ class Stage(nnx.Module):
     if self.is_innermost:
       if positions_BL is None:
         positions_BL = chunking.positions_in_document(segment_ids_BL)
-      y_BLD = self.main(self.pad(x_BLD), segment_ids_BL, positions_BL, key_bias_BL)
+      with jax.named_scope("main"):
+        y_BLD = self.main(self.pad(x_BLD), segment_ids_BL, positions_BL, key_bias_BL)
       return y_BLD[..., : self.d_outer], []
 
     h_BLD, positions_BL, routing, chunks = self.route(x_BLD, segment_ids_BL, owner_ids_BL=owner_ids_BL,
@@ -99,22 +103,28 @@ class Stage(nnx.Module):
       read_BL = jnp.take_along_axis(chunks.start_BM, chunks.chunk_id_BL, axis=1)
       up_BLD = jnp.take_along_axis(z_BLD, read_BL[..., None], axis=1).astype(jnp.float32)
     else:
-      x_BMD = chunking.downsample(h_BLD, chunks)
+      with jax.named_scope("chunk_gather"):
+        x_BMD = chunking.downsample(h_BLD, chunks)
       # MrT5 keeps the byte positions of the kept positions (RoPE); H-Net counts chunks.
       inner_positions_BM = (jnp.take_along_axis(positions_BL, chunks.start_BM, axis=1)
                             if self.router_name == "delete_gate" else None)
-      z_BMD, inner_stats = self.inner(x_BMD, chunks.segment_ids_BM, owner_ids_BL=chunks.owner_BM,
-                                      positions_BL=inner_positions_BM, train=train)
-      if self.router_name == "cosine":
-        prob_BM = jnp.take_along_axis(routing.prob_BL, chunks.start_BM, axis=1)
-        z_BMD = chunking.smooth(z_BMD, prob_BM, chunks)
-      up_BLD = chunking.upsample(z_BMD.astype(jnp.float32), chunks)
+      with jax.named_scope(f"stage{self.index + 1}"):
+        z_BMD, inner_stats = self.inner(x_BMD, chunks.segment_ids_BM, owner_ids_BL=chunks.owner_BM,
+                                        positions_BL=inner_positions_BM, train=train)
+      with jax.named_scope("dechunk"):
+        if self.router_name == "cosine":
+          prob_BM = jnp.take_along_axis(routing.prob_BL, chunks.start_BM, axis=1)
+          z_BMD = chunking.smooth(z_BMD, prob_BM, chunks)
+        up_BLD = chunking.upsample(z_BMD.astype(jnp.float32), chunks)
 
-    if self.router_name == "cosine":
-      confidence_BL = jnp.maximum(routing.prob_BL, 1.0 - routing.prob_BL)
-      up_BLD = up_BLD * straight_through(confidence_BL)[..., None]
-    res_BLD = self.residual_proj(h_BLD)  # float32 (params and input are float32)
-    y_BLD = self.decoder(up_BLD + res_BLD, segment_ids_BL, positions_BL)
+    with jax.named_scope("dechunk"):
+      if self.router_name == "cosine":
+        confidence_BL = jnp.maximum(routing.prob_BL, 1.0 - routing.prob_BL)
+        up_BLD = up_BLD * straight_through(confidence_BL)[..., None]
+    with jax.named_scope("residual_proj"):
+      res_BLD = self.residual_proj(h_BLD)  # float32 (params and input are float32)
+    with jax.named_scope("decoder"):
+      y_BLD = self.decoder(up_BLD + res_BLD, segment_ids_BL, positions_BL)
 
     valid = jnp.maximum(jnp.sum(segment_ids_BL > 0), 1).astype(jnp.float32)
     stats = {

@@ -50,7 +50,8 @@ def loss_and_stats(params, graphdef, batch, weights, *, train: bool):
   """Returns (weighted router loss, (nll_sum, count, router_losses, metrics)) for one (micro-)batch."""
   model = nnx.merge(graphdef, params)
   logits, aux = model(batch["inputs"], batch["segment_ids"], train=train)
-  nll_sum, count = cross_entropy(logits, batch["targets"], batch["loss_mask"])
+  with jax.named_scope("loss"):
+    nll_sum, count = cross_entropy(logits, batch["targets"], batch["loss_mask"])
   router = sum((w * l for w, l in zip(weights, aux["router_losses"])), jnp.float32(0.0))
   return router, (nll_sum, count, aux["router_losses"], aux["metrics"])
 
@@ -86,8 +87,9 @@ def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
         accumulate, (zeros_g, jnp.float32(0.0), jnp.float32(0.0), zeros_m), micro_BL)
     metrics = {k: v / accum for k, v in metrics.items()}
 
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(jnp.add, state.params, updates)
+    with jax.named_scope("optimizer"):
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = jax.tree.map(jnp.add, state.params, updates)
     controller = state.controller
     if model_cfg.router == "delete_gate":
       controller = update_controller(controller, metrics["stage0/delete_frac"], delete_target,

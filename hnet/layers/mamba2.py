@@ -108,18 +108,22 @@ class Mamba2(nnx.Module):
     """Mixes a (packed) sequence; with `return_cache`, also the cache that lets `step` continue after it."""
     Bsz, L, _ = x_BLD.shape
     W = self.d_conv
-    z_BLI, xBC_BLC, dt_BLH = self._split(self.in_proj(x_BLD.astype(self.dtype)))
+    with jax.named_scope("in_proj"):  # scopes label the compiled ops (bench.step_overhead, bench.cost_model)
+      z_BLI, xBC_BLC, dt_BLH = self._split(self.in_proj(x_BLD.astype(self.dtype)))
     run_BL = run_ids(segment_ids_BL, Bsz, L)
 
     # Causal depthwise conv; taps from another document (or before the start) are dropped.
-    xBC_BLC = xBC_BLC.astype(self.dtype)
-    conv_BLC = conv_silu(xBC_BLC, self.conv_weight[...], self.conv_bias[...], run_BL)
+    with jax.named_scope("conv"):
+      xBC_BLC = xBC_BLC.astype(self.dtype)
+      conv_BLC = conv_silu(xBC_BLC, self.conv_weight[...], self.conv_bias[...], run_BL)
 
-    x_BLHP, B_BLN, C_BLN, dt_BLH, A_H = self._ssm_inputs(conv_BLC, dt_BLH)
-    ssd = SSD_IMPLS[self.ssd_impl]
-    y_BLHP, ssm_BHPN = ssd(x_BLHP, dt_BLH, A_H, B_BLN[:, :, None], C_BLN[:, :, None],
-                           chunk_size=self.chunk_size, segment_ids_BL=segment_ids_BL)
-    out_BLD = self._finish(y_BLHP, x_BLHP, z_BLI)
+    with jax.named_scope("ssd"):
+      x_BLHP, B_BLN, C_BLN, dt_BLH, A_H = self._ssm_inputs(conv_BLC, dt_BLH)
+      ssd = SSD_IMPLS[self.ssd_impl]
+      y_BLHP, ssm_BHPN = ssd(x_BLHP, dt_BLH, A_H, B_BLN[:, :, None], C_BLN[:, :, None],
+                             chunk_size=self.chunk_size, segment_ids_BL=segment_ids_BL)
+    with jax.named_scope("gated_norm_out_proj"):
+      out_BLD = self._finish(y_BLHP, x_BLHP, z_BLI)
     if not return_cache:
       return out_BLD
     # The last W conv inputs, zeroed where they precede the last document (or the start).
