@@ -2,7 +2,7 @@
 
   python eval.py --workdir runs/default bpb                  # bits/byte on the validation split (default)
   python eval.py --workdir runs/default noise                # noised-context robustness
-  python eval.py --workdir runs/default mc [--hellaswag]     # multiple-choice accuracy, clean and noised
+  python eval.py --workdir runs/default mc [--hellaswag_file hellaswag_val.jsonl]  # multiple choice, clean and noised
   python eval.py --workdir runs/default generate --prompt "The " --temperature 0.8
   python eval.py --checkpoint runs/default/checkpoints/1000 boundaries --text "Hello, world"
 `--config.<key>=value` overrides a key of the config stored in the checkpoint (see docs/eval.md).
@@ -26,8 +26,8 @@ flags.DEFINE_string("out", None, "JSON path (boundaries: output dir); default <w
 flags.DEFINE_string("text", None, "boundaries: the text to chunk.")
 flags.DEFINE_string("text_file", None, "bpb / noise / mc: a .txt or .jsonl file to evaluate; boundaries: the text.")
 flags.DEFINE_string("split", None, "bpb / noise / mc: split of data.dataset (default data.eval_split).")
-flags.DEFINE_bool("hellaswag", False, "mc: items from TFDS hellaswag prepared under the data dir.")
-flags.DEFINE_string("hellaswag_split", "validation", "mc --hellaswag: split.")
+flags.DEFINE_string("hellaswag_file", None, "mc: a released-format HellaSwag jsonl (e.g. hellaswag_val.jsonl).")
+flags.DEFINE_integer("limit", -1, "mc --hellaswag_file: the first N items (-1 = all).")
 flags.DEFINE_multi_string("prompt", [], "generate: a prompt (repeatable).")
 flags.DEFINE_string("prompt_file", None, "generate: prompts, one per line.")
 flags.DEFINE_integer("max_bytes", 256, "generate: new bytes per prompt at most (stops at EOS).")

@@ -9,7 +9,7 @@ import dataclasses
 import os
 from typing import Sequence
 
-from hnet.evals import boundaries, bpb, documents, loading, mc, report, robustness, sampling
+from hnet.evals import boundaries, bpb, documents, loading, mc, mc_items, report, robustness, sampling
 from hnet.evals.loading import Loaded
 
 COMMANDS = ("bpb", "noise", "mc", "generate", "boundaries")
@@ -21,8 +21,8 @@ class Options:
   text: str | None = None  # boundaries: the text
   text_file: str | None = None  # bpb / noise / mc: documents to evaluate; boundaries: the text
   split: str | None = None  # bpb / noise / mc: split of data.dataset (default data.eval_split)
-  hellaswag: bool = False  # mc: items from a prepared TFDS hellaswag
-  hellaswag_split: str = "validation"
+  hellaswag_file: str | None = None  # mc: items from a released-format HellaSwag jsonl
+  limit: int = -1  # mc --hellaswag_file: the first N items (-1 = all)
   prompt: Sequence[str] = ()  # generate: prompts (and/or prompt_file, one per line)
   prompt_file: str | None = None
   max_bytes: int = 256
@@ -56,9 +56,8 @@ def run(command: str, loaded: Loaded, opts: Options) -> tuple[dict, list[dict], 
     return result, robustness.rows(result), ""
   if command == "mc":
     c = loaded.config
-    if opts.hellaswag:
-      items = mc.hellaswag_items(c.data, opts.hellaswag_split, c.eval.num_items)
-      source = f"hellaswag:{opts.hellaswag_split}"
+    if opts.hellaswag_file:
+      items, source = mc_items.read_hellaswag_jsonl(opts.hellaswag_file, opts.limit), opts.hellaswag_file
     else:
       items, source = mc.document_items(_texts(loaded, opts), c), _source(loaded, opts)
     result = mc.evaluate(loaded, items)

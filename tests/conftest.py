@@ -28,3 +28,24 @@ _CACHE_DIR = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_hnet_run(tmp_path_factory):
+  """(workdir, data_dir) of a 2-step tiny hnet_1stage run on 8 devices, shared by the eval tests."""
+  from hnet import trainer  # pylint: disable=import-outside-toplevel
+  from tests.helpers import load_config  # pylint: disable=import-outside-toplevel
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  workdir = str(tmp_path_factory.mktemp("run"))
+  c = load_config("hnet_1stage")
+  c.data.data_dir = data_dir
+  c.train.num_steps = 2
+  c.train.batch_size = 8  # divisible by the 8 test devices
+  c.train.eval_batches = 1
+  c.model.remat = "none"  # compiles faster; no effect on the numbers
+  c.ckpt.async_save = False
+  trainer.train_and_evaluate(c, workdir, progress=False)
+  return workdir, data_dir

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import tensorflow_datasets as tfds
 
 from hnet import BOS_ID, EOS_ID, evaluation, sharding, trainer
 from hnet.checkpoint import Checkpointer
@@ -37,19 +36,9 @@ TEXTS = [  # lengths chosen so that every piece of 64 + 1 tokens is longer than 
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-  """(workdir, data_dir) of a 2-step tiny hnet_1stage run on 8 devices."""
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  workdir = str(tmp_path_factory.mktemp("run"))
-  c = load_config("hnet_1stage")
-  c.data.data_dir = data_dir
-  c.train.num_steps = 2
-  c.train.batch_size = 8  # divisible by the 8 test devices
-  c.train.eval_batches = 1
-  c.model.remat = "none"  # compiles faster; no effect on the numbers
-  c.ckpt.async_save = False
-  trainer.train_and_evaluate(c, workdir, progress=False)
-  return workdir, data_dir
+def run(tiny_hnet_run):
+  """(workdir, data_dir) of the shared 2-step tiny hnet_1stage run on 8 devices (conftest)."""
+  return tiny_hnet_run
 
 
 @pytest.fixture(scope="module")
@@ -240,23 +229,19 @@ def test_mc_loglik_matches_the_model_and_scores_items(loaded):
   out = mc.evaluate(loaded, items, perturbations=("uppercase", "drop"))
   assert out["num_items"] == 6 and out["num_choices"] == 3
   assert [t["perturbation"] for t in out["tasks"]] == ["uppercase", "drop"]
-  assert 0.0 <= out["clean"]["accuracy"] <= 1.0
+  assert 0.0 <= out["clean"]["acc_bytes"] <= 1.0 and out["clean"]["acc_stderr"] >= 0
 
 
-def test_mc_reads_a_prepared_tfds_hellaswag(loaded):
-  records = [{"context": f"A man is {v} a ladder. He", "label": np.int32(i % 4), "activity_label": "x",
-              "endings": [f"climbs up {i}", "eats it", "flies away", "[title] sings"], "split_type": "indomain",
-              "source_id": "x"} for i, v in enumerate(["on", "under", "near", "by", "at"])]
-
-  def as_data_source(self, split=None, **kwargs):
-    del self, kwargs
-    assert split == "validation"
-    return records
-
-  with tfds.testing.mock_data(as_data_source_fn=as_data_source):
-    result, rows, _ = evaluation.run("mc", loaded, evaluation.Options(hellaswag=True))
-  assert result["num_items"] == 5 and result["num_choices"] == 4 and result["source"] == "hellaswag:validation"
+def test_mc_reads_a_released_hellaswag_jsonl_whole(loaded):
+  path = os.path.join(ROOT, "tests", "fixtures", "hellaswag_tiny.jsonl")
+  result, rows, _ = evaluation.run("mc", loaded, evaluation.Options(hellaswag_file=path))
+  assert result["num_items"] == 8 and result["num_choices"] == 4 and result["source"] == path  # every item
   assert rows[0]["task"] == "clean" and len(result["tasks"]) == len(loaded.config.eval.perturbations)
+  assert " ± " in rows[0]["acc_norm"] and rows[-1]["task"] == "noised mean"
+  limited, _, _ = evaluation.run("mc", loaded, evaluation.Options(hellaswag_file=path, limit=3))
+  assert limited["num_items"] == 3
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    evaluation.run("mc", loaded, evaluation.Options(hellaswag_file=path + ".missing"))
 
 
 # ---------------------------------------------------------------------------------------------

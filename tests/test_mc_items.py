@@ -1,10 +1,12 @@
-"""Multiple-choice items: construction from documents, scoring, TFDS hellaswag conversion."""
+"""Multiple-choice items: construction from documents, lm-eval's metrics, released HellaSwag jsonl."""
+import os
 import random
 
 import numpy as np
 import pytest
 
 from hnet.evals import mc_items as mc
+from hnet.evals import perturbations
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho".split()
 
@@ -81,21 +83,31 @@ def test_oracle_scores_one_in_one_call():
   items = mc.build_items(DOCS, num_items=10, **KW)
   fn, calls = _oracle(items)
   res = mc.score_items(items, fn)
-  assert res == {"accuracy": 1.0, "num_items": 10, "perturbation": "clean", "perturb_target": "none"}
+  assert {k: res[k] for k in ("acc", "acc_norm", "acc_bytes", "acc_stderr")} == {
+      "acc": 1.0, "acc_norm": 1.0, "acc_bytes": 1.0, "acc_stderr": 0.0}
+  assert (res["num_items"], res["perturbation"], res["perturb_target"]) == (10, "clean", "none")
   assert calls == [40]
 
 
 def test_constant_picks_first_choice():
   items = mc.build_items(DOCS, num_items=12, **KW)
   res = mc.score_items(items, lambda c, x: [0.0] * len(c))
-  assert res["accuracy"] == pytest.approx(np.mean([it.label == 0 for it in items]))
+  correct = [float(it.label == 0) for it in items]
+  assert res["acc"] == pytest.approx(np.mean(correct))
+  assert res["acc_stderr"] == pytest.approx(np.std(correct, ddof=1) / np.sqrt(len(correct)))  # as lm-eval
 
 
-def test_length_normalisation():
-  item = mc.MCItem("ctx", (" aaaa", " bb"), 0)
-  # Totals -4 and -3: raw argmax picks 'bb', per-byte (-0.8 vs -1.0) picks 'aaaa'.
-  res = mc.score_items([item], lambda c, x: [-4.0, -3.0])
-  assert res["accuracy"] == 1.0
+def test_length_normalisations_count_the_choice_without_its_delimiter():
+  # Totals -4 and -3: raw argmax picks 'bb'; per character / byte of the choice (-1 vs -1.5) picks 'aaaa'.
+  item = mc.MCItem("ctx", ("aaaa", "bb"), 0, delimiter=" ")
+  seen = []
+  res = mc.score_items([item], lambda c, x: seen.append(x) or [-4.0, -3.0])
+  assert (res["acc"], res["acc_norm"], res["acc_bytes"]) == (0.0, 1.0, 1.0)
+  assert seen == [[b" aaaa", b" bb"]]  # the model scores delimiter + choice
+  # Characters and bytes differ outside ASCII: 'éé' is 2 characters, 4 bytes.
+  item = mc.MCItem("ctx", ("éé", "abc"), 0)
+  res = mc.score_items([item], lambda c, x: [-3.9, -3.0])
+  assert (res["acc_norm"], res["acc_bytes"]) == (0.0, 1.0)
 
 
 @pytest.mark.parametrize("target", mc.TARGETS)
@@ -114,6 +126,17 @@ def test_perturbation_targets(target):
   assert (seen["x"] != clean["x"]) == (target in ("continuation", "both"))
   if target != "continuation":
     assert seen["c"][0] == items[0].context.upper().encode()
+
+
+def test_an_items_noise_depends_on_its_context_not_its_position():
+  items = mc.build_items(DOCS, num_items=3, **KW)
+  seen = []
+  fn = lambda c, x: seen.append(c) or [0.0] * len(c)  # noqa: E731
+  mc.score_items(items, fn, perturbation="drop", seed=5)
+  mc.score_items(items[::-1], fn, perturbation="drop", seed=5)
+  k = len(items[0].choices)
+  assert seen[0][:k] == seen[1][-k:]  # item 0 first, then last: the same noised context
+  assert seen[0][0] == perturbations.perturb("drop", items[0].context, perturbations.item_seed(5, items[0].context)).encode()
 
 
 def test_seeded_perturbation_is_deterministic():
@@ -139,23 +162,38 @@ def test_noise_suite():
   items = mc.build_items(DOCS, num_items=4, **KW)
   fn, _ = _oracle(items)
   res = mc.score_noise_suite(items, fn, perturbations=["uppercase", "drop"])
-  assert res["clean"]["accuracy"] == 1.0 and len(res["tasks"]) == 6
-  assert 0.0 <= res["noised_mean_accuracy"] <= 1.0
+  assert res["clean"]["acc"] == 1.0 and len(res["tasks"]) == 6
+  assert all(0.0 <= res[f"noised_mean_{k}"] <= 1.0 for k in mc.METRICS)
 
 
-def test_items_from_hellaswag():
+def test_items_from_released_hellaswag_use_lm_evals_query():
   records = [
-      {"context": b"A man is sitting on a roof. he", "label": np.int32(3),
-       "activity_label": b"Roof", "split_type": b"indomain",
-       "endings": np.array([b"is using wrap.", b"is ripping tiles off.", b"holds a cube.",
-                            b"starts pulling."])},
-      {"context": "[header] How to x [title] Do y.", "endings": ["a", "b", "c", "d"], "label": 0},
-      {"context": "unlabelled", "endings": ["a", "b", "c", "d"], "label": -1},
+      {"ctx_a": "A man is sitting on a roof.", "ctx_b": "he", "activity_label": "Roofing", "label": 3,
+       "endings": ["is using wrap.", "is ripping tiles off.", "holds a cube.", "starts pulling."]},
+      {"ctx_a": "[header] How to x [title] Do y.", "ctx_b": "", "activity_label": "Home", "endings": ["a", "b"],
+       "label": "0"},
+      {"ctx_a": "unlabelled", "ctx_b": "", "activity_label": "x", "endings": ["a", "b"], "label": ""},
   ]
   items = mc.items_from_hellaswag(records)
   assert len(items) == 2
-  endings = (" is using wrap.", " is ripping tiles off.", " holds a cube.", " starts pulling.")
-  assert items[0] == mc.MCItem("A man is sitting on a roof. he", endings, 3)
+  assert items[0] == mc.MCItem("Roofing: A man is sitting on a roof. He",
+                               ("is using wrap.", "is ripping tiles off.", "holds a cube.", "starts pulling."), 3,
+                               delimiter=" ")
   assert "[" not in items[1].context and items[1].label == 0
   with pytest.raises(ValueError, match="label 4 out of range"):
-    mc.items_from_hellaswag([{"context": "c", "endings": ["a"] * 4, "label": 4}])
+    mc.items_from_hellaswag([{**records[0], "label": 4}])
+  with pytest.raises(ValueError, match="released jsonl format"):
+    mc.items_from_hellaswag([{"context": "c", "endings": ["a"] * 4, "label": 0}])  # TFDS keys
+
+
+def test_read_hellaswag_jsonl_reads_every_item_and_names_bad_lines(tmp_path):
+  fixture = os.path.join(os.path.dirname(__file__), "fixtures", "hellaswag_tiny.jsonl")
+  items = mc.read_hellaswag_jsonl(fixture)
+  assert len(items) == 8 and all(len(it.choices) == 4 for it in items)
+  # WikiHow tags gone; ctx_b.capitalize() lower-cases "[step] Sand" to "[step] sand", as in lm-eval
+  assert items[4].context == "Painting a fence: How to paint a fence. Prepare the wood. sand"
+  assert len(mc.read_hellaswag_jsonl(fixture, limit=3)) == 3
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"ctx_a": "x"}\nnot json\n', encoding="utf-8")
+  with pytest.raises(ValueError, match="bad.jsonl:2: not a JSON line"):
+    mc.read_hellaswag_jsonl(str(bad))

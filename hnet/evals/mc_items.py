@@ -1,11 +1,14 @@
 """HellaSwag-style multiple choice: pick the true continuation of a context.
 
-Items are built from held-out documents (or converted from TFDS `hellaswag` records) and
-scored with a caller-supplied log-likelihood function, optionally under a noise
-perturbation of the context, the choices, or both (the BLT robustness protocol).
+Items are built from held-out documents or read from a released-format HellaSwag jsonl, and
+scored with a caller-supplied log-likelihood function with lm-eval's metrics (acc, acc_norm,
+acc_bytes), optionally under a noise perturbation of the context, the choices, or both (the
+BLT robustness protocol).
 """
 import bisect
 import dataclasses
+import json
+import os
 import random
 import re
 from typing import Any, Callable, Iterable, Sequence
@@ -21,10 +24,16 @@ _WHITESPACE_WINDOW = 32  # characters searched for a word boundary around a rand
 
 @dataclasses.dataclass(frozen=True)
 class MCItem:
-  """One question: a context, candidate continuations, and the index of the true one."""
+  """One question: a context, candidate continuations, and the index of the true one.
+
+  The model scores `delimiter + choice` after the context (lm-eval's `target_delimiter`: ' ' for
+  HellaSwag; '' for items cut from documents, whose choices carry their own leading space); the
+  length normalisations count the choice alone, as lm-eval does.
+  """
   context: str
   choices: tuple[str, ...]
   label: int
+  delimiter: str = ""
 
 
 def _byte_offsets(text: str) -> list[int]:
@@ -117,84 +126,115 @@ def build_items(documents: list[str], *, num_items: int, context_bytes: int = 25
   return items
 
 
+def mean_stderr(values: Sequence[float]) -> float:
+  """Standard error of a mean, as lm-eval reports it (sample standard deviation / sqrt(n))."""
+  n = len(values)
+  return float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+
 def score_items(items: Sequence[MCItem], loglik_fn: LogLikFn, *, perturbation: str | None = None,
                 perturb_target: str = "context", seed: int = 0) -> dict[str, Any]:
-  """Accuracy of argmax length-normalised log-likelihood, with one loglik_fn call.
+  """lm-eval's multiple-choice metrics, with one loglik_fn call.
 
-  loglik_fn(contexts, continuations) gets raw UTF-8 bytes (no BOS/EOS: the caller adds them)
-  and returns the total natural-log likelihood of each continuation given its context.
-  A choice's score is that total divided by its byte count (at least 1, so a choice emptied
-  by a perturbation does not divide by zero). Ties go to the first maximum (np.argmax).
-  Item k is perturbed with seed + k; all its choices share that seed.
+  loglik_fn(contexts, continuations) gets raw UTF-8 bytes (no BOS/EOS: the caller adds them) and
+  returns the total natural-log likelihood of each continuation (delimiter + choice) given its
+  context. Per item, the prediction is the argmax of: the total (`acc`), the total over the choice's
+  characters (`acc_norm`) or its UTF-8 bytes (`acc_bytes`), each count at least 1 so a choice emptied
+  by a perturbation does not divide by zero; ties go to the first maximum (np.argmax), as in lm-eval.
+  An item is noised with `perturbations.item_seed(seed, its clean context)`; its choices share it.
   """
   if perturb_target not in TARGETS:
     raise ValueError(f"perturb_target must be one of {TARGETS}, got {perturb_target!r}")
   if perturbation is not None:
     perturbations.perturb(perturbation, "", 0)  # fail early, before any work, on an unknown name
-  contexts, continuations = [], []
-  for k, item in enumerate(items):
+  contexts, continuations, chars, nbytes = [], [], [], []
+  for item in items:
     ctx, choices = item.context, list(item.choices)
     if perturbation is not None:
+      item_seed = perturbations.item_seed(seed, item.context)
       if perturb_target in ("context", "both"):
-        ctx = perturbations.perturb(perturbation, ctx, seed + k)
+        ctx = perturbations.perturb(perturbation, ctx, item_seed)
       if perturb_target in ("continuation", "both"):
-        choices = [perturbations.perturb(perturbation, ch, seed + k) for ch in choices]
+        choices = [perturbations.perturb(perturbation, ch, item_seed) for ch in choices]
     for ch in choices:
       contexts.append(ctx.encode("utf-8"))
-      continuations.append(ch.encode("utf-8"))
+      continuations.append((item.delimiter + ch).encode("utf-8"))
+      chars.append(max(1, len(ch)))
+      nbytes.append(max(1, len(ch.encode("utf-8"))))
   ll = np.asarray(loglik_fn(contexts, continuations) if items else [], dtype=np.float64)
   if ll.shape != (len(continuations),):
     raise ValueError(f"loglik_fn returned shape {ll.shape}, expected ({len(continuations)},)")
-  score = ll / np.maximum(1, [len(c) for c in continuations])
-  correct, start = [], 0
+  scores = {"acc": ll, "acc_norm": ll / np.asarray(chars, np.float64), "acc_bytes": ll / np.asarray(nbytes, np.float64)}
+  correct = {k: [] for k in scores}
+  start = 0
   for item in items:
-    correct.append(int(np.argmax(score[start:start + len(item.choices)])) == item.label)
+    for k, score in scores.items():
+      correct[k].append(float(int(np.argmax(score[start:start + len(item.choices)])) == item.label))
     start += len(item.choices)
-  return {
-      "accuracy": float(np.mean(correct)) if correct else 0.0,
-      "num_items": len(items),
-      "perturbation": perturbation or "clean",
-      "perturb_target": perturb_target if perturbation else "none",
-  }
+  out = {}
+  for k, values in correct.items():
+    out[k] = float(np.mean(values)) if values else 0.0
+    out[f"{k}_stderr"] = mean_stderr(values)
+  return {**out, "num_items": len(items), "perturbation": perturbation or "clean",
+          "perturb_target": perturb_target if perturbation else "none"}
+
+
+METRICS = ("acc", "acc_norm", "acc_bytes")
 
 
 def score_noise_suite(items: Sequence[MCItem], loglik_fn: LogLikFn, *,
                       perturbations: Iterable[str] = tuple(perturbations.PERTURBATIONS),
                       targets: Iterable[str] = TARGETS, seed: int = 0) -> dict[str, Any]:
-  """Clean score plus every (perturbation, target) task, and the mean over noised tasks (BLT)."""
+  """Clean scores plus every (perturbation, target) task, and each metric's mean over noised tasks (BLT)."""
   clean = score_items(items, loglik_fn, seed=seed)
   tasks = [score_items(items, loglik_fn, perturbation=p, perturb_target=t, seed=seed)
            for p in perturbations for t in targets]
-  mean = float(np.mean([t["accuracy"] for t in tasks])) if tasks else float("nan")
-  return {"clean": clean, "tasks": tasks, "noised_mean_accuracy": mean}
-
-
-def _as_str(x: Any) -> str:
-  """TFDS text features arrive as bytes under tfds.as_numpy."""
-  return x.decode("utf-8") if isinstance(x, (bytes, np.bytes_)) else str(x)
+  means = {f"noised_mean_{k}": float(np.mean([t[k] for t in tasks])) if tasks else float("nan") for k in METRICS}
+  return {"clean": clean, "tasks": tasks, **means}
 
 
 def _clean_hellaswag(text: str) -> str:
-  """The usual HellaSwag clean-up (lm-eval-harness): WikiHow [title]/[step] tags removed."""
+  """HellaSwag's clean-up, as lm-eval's `hellaswag` task does it: WikiHow [title]/[step] tags removed."""
   text = text.strip().replace(" [title]", ". ")
   text = re.sub(r"\[.*?\]", "", text)
   return text.replace("  ", " ")
 
 
-def items_from_hellaswag(examples: Iterable[dict[str, Any]], *, clean: bool = True) -> list[MCItem]:
-  """TFDS `hellaswag` records (context, endings, label) to items.
+def items_from_hellaswag(records: Iterable[dict[str, Any]]) -> list[MCItem]:
+  """Released HellaSwag records (`ctx_a`, `ctx_b`, `activity_label`, `endings`, `label`) to items.
 
-  Each ending becomes ' ' + ending (the context has no trailing space). Records with
-  label < 0 (the unlabelled test split) are skipped; any other out-of-range label raises.
+  The query is lm-eval's: `activity_label: ctx_a + " " + ctx_b.capitalize()`, cleaned; the choices
+  are the cleaned endings after a ' ' delimiter. Records without a label (the test split) are skipped.
   """
-  fix = _clean_hellaswag if clean else (lambda s: s)
   items = []
-  for n, ex in enumerate(examples):
-    label = int(ex["label"])
-    endings = tuple(" " + fix(_as_str(e)) for e in ex["endings"])
-    if label < 0:
+  for n, ex in enumerate(records):
+    missing = {"ctx_a", "ctx_b", "activity_label", "endings"} - set(ex)
+    if missing:
+      raise ValueError(f"hellaswag record {n}: missing {sorted(missing)} (the released jsonl format)")
+    if ex.get("label") in (None, ""):
       continue
-    if label >= len(endings):
+    label = int(ex["label"])
+    endings = tuple(_clean_hellaswag(e) for e in ex["endings"])
+    if not 0 <= label < len(endings):
       raise ValueError(f"hellaswag record {n}: label {label} out of range for {len(endings)} endings")
-    items.append(MCItem(fix(_as_str(ex["context"])), endings, label))
+    query = _clean_hellaswag(ex["activity_label"] + ": " + ex["ctx_a"] + " " + ex["ctx_b"].capitalize())
+    items.append(MCItem(query, endings, label, delimiter=" "))
   return items
+
+
+def read_hellaswag_jsonl(path: str, limit: int = -1) -> list[MCItem]:
+  """Items of a released-format HellaSwag jsonl (e.g. hellaswag_val.jsonl); all of them unless `limit`."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"HellaSwag file {path!r} does not exist")
+  records = []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{n}: not a JSON line ({e.msg})") from None
+  items = items_from_hellaswag(records)
+  if not items:
+    raise ValueError(f"{path}: no labelled HellaSwag records")
+  return items if limit < 0 else items[:limit]

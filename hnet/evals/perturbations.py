@@ -7,6 +7,7 @@ every item of an evaluation then gets the same amount of noise, and the result i
 on every machine (no hash-ordered containers are iterated).
 """
 import random
+import zlib
 from typing import Callable
 
 # Staggered QWERTY rows and their horizontal offsets (in key widths) for neighbour lookup.
@@ -124,3 +125,13 @@ def perturb(name: str, text: str, seed: int = 0) -> str:
   if name not in PERTURBATIONS:
     raise ValueError(f"unknown perturbation {name!r}; known: {', '.join(sorted(PERTURBATIONS))}")
   return PERTURBATIONS[name](text, seed)
+
+
+# The five noises of the BLT paper's noised HellaSwag (and the H-Net paper's robustness table).
+PAPER_PERTURBATIONS = ("antspeak", "drop", "randomcase", "repeat", "uppercase")
+
+
+def item_seed(seed: int, context: str) -> int:
+  """The seed an item is noised with: from its (clean) context, so the noise an item gets does not
+  depend on which other items are evaluated or in what order (lm-eval sees one document at a time)."""
+  return (seed + zlib.crc32(context.encode("utf-8"))) % 2**32

@@ -4,6 +4,7 @@ import functools
 from typing import Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -15,11 +16,16 @@ from hnet.metrics import EvalTotals
 
 
 def _score(params, batch: dict, *, graphdef, train: bool):
-  """Shardings follow the inputs (params placed by loading, batch by to_global): one compile per shape."""
+  """Shardings follow the inputs (params placed by loading, batch by to_global): one compile per shape.
+
+  Returns the masked NLL, the model's metrics and, per position, whether the target is the argmax
+  byte (lm-eval's `is_greedy`).
+  """
   model = nnx.merge(graphdef, params)
   logits_BLV, aux = model(batch["inputs"], batch["segment_ids"], train=train)
   nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, batch["targets"])
-  return nll_BL * batch["loss_mask"], aux["metrics"]
+  greedy_BL = jnp.argmax(logits_BLV, axis=-1) == batch["targets"]
+  return nll_BL * batch["loss_mask"], aux["metrics"], greedy_BL
 
 
 @functools.lru_cache(maxsize=8)
@@ -38,11 +44,16 @@ class Scorer:
     self._score = _jitted_score(loaded.graphdef, train)
 
   def __call__(self, batch: dict) -> tuple[np.ndarray, dict]:
+    nll_BL, metrics, _ = self.with_greedy(batch)
+    return nll_BL, metrics
+
+  def with_greedy(self, batch: dict) -> tuple[np.ndarray, dict, np.ndarray]:
+    """(masked nll_BL, metrics, greedy_BL): greedy_BL is True where the target is the argmax byte."""
     with jax.set_mesh(self.loaded.mesh):
       batch_BL = trainer.to_global(batch, self.loaded.batch_sharding)
-      nll_BL, metrics = self._score(self.loaded.params, batch_BL)
-    nll_BL, metrics = jax.device_get((nll_BL, metrics))
-    return np.asarray(nll_BL), {k: float(v) for k, v in metrics.items()}
+      nll_BL, metrics, greedy_BL = self._score(self.loaded.params, batch_BL)
+    nll_BL, metrics, greedy_BL = jax.device_get((nll_BL, metrics, greedy_BL))
+    return np.asarray(nll_BL), {k: float(v) for k, v in metrics.items()}, np.asarray(greedy_BL)
 
 
 def run(scorer: Scorer, batches: Iterable[dict], max_batches: int = -1) -> dict:
@@ -61,8 +72,18 @@ def run(scorer: Scorer, batches: Iterable[dict], max_batches: int = -1) -> dict:
 
 def segment_nll(scorer: Scorer, packed: packing.Packed, batch_size: int) -> np.ndarray:
   """Total NLL (nats) of each packed segment's counted targets."""
-  out = []
+  return segment_nll_and_greedy(scorer, packed, batch_size)[0]
+
+
+def segment_nll_and_greedy(scorer: Scorer, packed: packing.Packed, batch_size: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+  """Per packed segment: total NLL (nats) of its counted targets, and whether each is the argmax byte."""
+  nll, missed = [], []
   for batch in packing.batches(packed, batch_size):
-    out.append(scorer(batch)[0])
-  nll_KL = np.concatenate(out)[:len(packed.tokens_KR)] if out else np.zeros((0, packed.tokens_KR.shape[1] - 1))
-  return packing.segment_sums(packed, nll_KL)
+    nll_BL, _, greedy_BL = scorer.with_greedy(batch)
+    nll.append(nll_BL)
+    missed.append((~greedy_BL) * batch["loss_mask"])  # counted targets that are not the argmax
+  K, L = len(packed.tokens_KR), packed.tokens_KR.shape[1] - 1
+  stack = lambda parts: np.concatenate(parts)[:K] if parts else np.zeros((0, L))  # noqa: E731
+  return (packing.segment_sums(packed, stack(nll)),
+          packing.segment_sums(packed, stack(missed)) == 0)
