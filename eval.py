@@ -3,6 +3,7 @@
   python eval.py --workdir runs/default bpb                  # bits/byte on the validation split (default)
   python eval.py --workdir runs/default noise                # noised-context robustness
   python eval.py --workdir runs/default mc [--hellaswag_file hellaswag_val.jsonl]  # multiple choice, clean and noised
+  python eval.py --workdirs runs/default,runs/flat robustness    # the papers' noised multiple-choice table
   python eval.py --workdir runs/default generate --prompt "The " --temperature 0.8
   python eval.py --checkpoint runs/default/checkpoints/1000 boundaries --text "Hello, world"
 `--config.<key>=value` overrides a key of the config stored in the checkpoint (see docs/eval.md).
@@ -27,7 +28,10 @@ flags.DEFINE_string("text", None, "boundaries: the text to chunk.")
 flags.DEFINE_string("text_file", None, "bpb / noise / mc: a .txt or .jsonl file to evaluate; boundaries: the text.")
 flags.DEFINE_string("split", None, "bpb / noise / mc: split of data.dataset (default data.eval_split).")
 flags.DEFINE_string("hellaswag_file", None, "mc: a released-format HellaSwag jsonl (e.g. hellaswag_val.jsonl).")
-flags.DEFINE_integer("limit", -1, "mc --hellaswag_file: the first N items (-1 = all).")
+flags.DEFINE_integer("limit", -1, "mc / robustness with a file: the first N items (-1 = all).")
+flags.DEFINE_string("corpus_mc_file", None, "robustness: items from python -m hnet.evals.harness.corpus_task.")
+flags.DEFINE_list("workdirs", [], "robustness: comma-separated work dirs, one table row each (default: --workdir).")
+flags.DEFINE_enum("metric", "acc_norm", ["acc", "acc_norm", "acc_bytes"], "robustness: the accuracy shown.")
 flags.DEFINE_multi_string("prompt", [], "generate: a prompt (repeatable).")
 flags.DEFINE_string("prompt_file", None, "generate: prompts, one per line.")
 flags.DEFINE_integer("max_bytes", 256, "generate: new bytes per prompt at most (stops at EOS).")

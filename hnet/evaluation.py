@@ -2,17 +2,19 @@
 
 Commands (hnet/evals/*): `bpb` (bits/byte, per-stage compression), `noise` (bits/byte of a
 clean continuation after a noised context), `mc` (multiple-choice accuracy, clean and
-noised), `generate` (batched sampling), `boundaries` (chunk visualisation).
+noised), `robustness` (the papers' table: several models, clean and the five noises),
+`generate` (batched sampling), `boundaries` (chunk visualisation).
 """
 # pylint: disable=invalid-name
 import dataclasses
 import os
 from typing import Sequence
 
-from hnet.evals import boundaries, bpb, documents, loading, mc, mc_items, report, robustness, sampling
+from hnet.evals import (boundaries, bpb, documents, loading, mc, mc_items, report, robustness, robustness_report,
+                        sampling)
 from hnet.evals.loading import Loaded
 
-COMMANDS = ("bpb", "noise", "mc", "generate", "boundaries")
+COMMANDS = ("bpb", "noise", "mc", "robustness", "generate", "boundaries")
 
 
 @dataclasses.dataclass
@@ -22,7 +24,10 @@ class Options:
   text_file: str | None = None  # bpb / noise / mc: documents to evaluate; boundaries: the text
   split: str | None = None  # bpb / noise / mc: split of data.dataset (default data.eval_split)
   hellaswag_file: str | None = None  # mc: items from a released-format HellaSwag jsonl
-  limit: int = -1  # mc --hellaswag_file: the first N items (-1 = all)
+  limit: int = -1  # mc / robustness with a file: the first N items (-1 = all)
+  corpus_mc_file: str | None = None  # robustness: items written by hnet.evals.harness.corpus_task
+  workdirs: Sequence[str] = ()  # robustness: the models (default: the one work dir)
+  metric: str = "acc_norm"  # robustness: acc, acc_norm or acc_bytes
   prompt: Sequence[str] = ()  # generate: prompts (and/or prompt_file, one per line)
   prompt_file: str | None = None
   max_bytes: int = 256
@@ -101,6 +106,8 @@ def main(command: str, *, workdir: str | None = None, checkpoint: str | None = N
   if command not in COMMANDS:
     raise ValueError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
   opts = opts or Options()
+  if command == "robustness":
+    return _robustness(list(opts.workdirs) or [workdir or checkpoint], overrides, opts, echo)
   loaded = loading.load(workdir, checkpoint=checkpoint, step=step, overrides=overrides)
   result, rows, text = run(command, loaded, opts)
   result = {"command": command, "checkpoint": os.path.join(loaded.checkpoint_dir, str(loaded.step)), **result}
@@ -111,4 +118,17 @@ def main(command: str, *, workdir: str | None = None, checkpoint: str | None = N
     echo(text)
   echo(report.markdown_table(rows))
   echo(f"wrote {path}")
+  return result
+
+
+def _robustness(workdirs: list[str], overrides: dict | None, opts: Options, echo) -> dict:
+  """Several models in one table (no single checkpoint): JSON and PNG under the first work dir."""
+  result = robustness_report.run(workdirs, hellaswag_file=opts.hellaswag_file, corpus_mc_file=opts.corpus_mc_file,
+                                 metric=opts.metric, limit=opts.limit, overrides=overrides)
+  result = {"command": "robustness", **result}
+  echo(f"robustness: {result['metric']} on {result['source']}, {result['num_items']} items, "
+       f"{len(workdirs)} model(s)")
+  echo(report.markdown_table(robustness_report.rows(result)))  # the table first: a failed write loses nothing
+  path = opts.out or os.path.join(workdirs[0], "eval", "robustness.json")
+  echo(f"wrote {report.write_json(path, result)} and {robustness_report.plot(result, path[:-5] + '.png')}")
   return result

@@ -244,6 +244,21 @@ def test_mc_reads_a_released_hellaswag_jsonl_whole(loaded):
     evaluation.run("mc", loaded, evaluation.Options(hellaswag_file=path + ".missing"))
 
 
+def test_robustness_table_has_a_row_per_model_and_a_chart(run, tmp_path):
+  path = os.path.join(ROOT, "tests", "fixtures", "hellaswag_tiny.jsonl")
+  printed = []
+  opts = evaluation.Options(workdirs=[run[0], run[0]], hellaswag_file=path, out=str(tmp_path / "r.json"))
+  result = evaluation.main("robustness", opts=opts, echo=printed.append)
+  assert [m["workdir"] for m in result["models"]] == [run[0], run[0]] and result["num_items"] == 8
+  assert list(result["models"][0]["scores"]) == ["clean", *perturbations.PAPER_PERTURBATIONS]
+  assert result["models"][0]["scores"] == result["models"][1]["scores"]  # same model, same items, same noise
+  table = printed[1].splitlines()
+  assert table[0].startswith("| model | clean | antspeak |") and len(table) == 4
+  assert (tmp_path / "r.png").stat().st_size > 0 and json.loads((tmp_path / "r.json").read_text())["metric"] == "acc_norm"
+  with pytest.raises(ValueError, match="--metric"):
+    evaluation.main("robustness", opts=evaluation.Options(workdirs=[run[0]], hellaswag_file=path, metric="f1"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Generation and boundaries
 # ---------------------------------------------------------------------------------------------
