@@ -15,7 +15,7 @@ from hnet.evals import mc_items, packing, robustness, scoring
 from hnet.evals.loading import Loaded
 
 
-def loglik_fn(loaded: Loaded, with_greedy: bool = False) -> mc_items.LogLikFn:
+def loglik_fn(loaded: Loaded, with_greedy: bool = False, progress: str | None = None) -> mc_items.LogLikFn:
   """Batched (contexts, continuations) -> log-likelihood (nats) of each continuation; with `with_greedy`,
   also whether every continuation byte is the model's argmax (lm-eval's `is_greedy`)."""
   c = loaded.config
@@ -24,7 +24,7 @@ def loglik_fn(loaded: Loaded, with_greedy: bool = False) -> mc_items.LogLikFn:
 
   def fn(contexts: Sequence[bytes], continuations: Sequence[bytes]):
     packed = packing.pack(robustness.segments(contexts, continuations, c.data.seq_len), c.data.seq_len)
-    nll, greedy = scoring.segment_nll_and_greedy(scorer, packed, B)
+    nll, greedy = scoring.segment_nll_and_greedy(scorer, packed, B, progress)
     return (-nll, greedy) if with_greedy else -nll
 
   return fn

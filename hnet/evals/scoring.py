@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tqdm.auto import tqdm
 
 from hnet import trainer
 from hnet.evals import packing
@@ -75,11 +76,15 @@ def segment_nll(scorer: Scorer, packed: packing.Packed, batch_size: int) -> np.n
   return segment_nll_and_greedy(scorer, packed, batch_size)[0]
 
 
-def segment_nll_and_greedy(scorer: Scorer, packed: packing.Packed, batch_size: int
+def segment_nll_and_greedy(scorer: Scorer, packed: packing.Packed, batch_size: int, progress: str | None = None
                            ) -> tuple[np.ndarray, np.ndarray]:
-  """Per packed segment: total NLL (nats) of its counted targets, and whether each is the argmax byte."""
+  """Per packed segment: total NLL (nats) of its counted targets, and whether each is the argmax byte.
+  `progress`: a progress bar's label (none without)."""
   nll, missed = [], []
-  for batch in packing.batches(packed, batch_size):
+  batches = packing.batches(packed, batch_size)
+  if progress:
+    batches = tqdm(batches, total=-(-len(packed.tokens_KR) // batch_size), desc=progress, unit="batch")
+  for batch in batches:
     nll_BL, _, greedy_BL = scorer.with_greedy(batch)
     nll.append(nll_BL)
     missed.append((~greedy_BL) * batch["loss_mask"])  # counted targets that are not the argmax

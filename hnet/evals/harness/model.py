@@ -54,7 +54,7 @@ class HNetEvalLM(LM):
     self.score_eos = bool(score_eos)
     self.seed = int(seed)
     self.max_gen_bytes = int(max_gen_bytes)
-    self._loglik = mc.loglik_fn(self.loaded, with_greedy=True)
+    self._loglik = mc.loglik_fn(self.loaded, with_greedy=True, progress="loglikelihood")
 
   # --------------------------------------------------------------------------- scoring
 
