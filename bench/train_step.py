@@ -36,14 +36,19 @@ from hnet.model import count_params
 from hnet.optim import make_optimizer
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/hnet_1stage.py", "Config file.", lock_config=True)
-flags.DEFINE_integer("steps", 10, "Timed steps.")
-flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-flags.DEFINE_string("out", None, "Write the JSON result to this file (e.g. bench/results/x.json).")
-flags.DEFINE_string("name", None, "Name of this measurement in the JSON.")
-flags.DEFINE_enum("suite", None, ["accelerator"], "Run a fixed set of measurements instead of --config.")
-flags.DEFINE_integer("suite_batch", 8, "Rows per step for every entry of --suite.")
-flags.DEFINE_string("suite_variant", None, "Config variant applied to every entry of --suite ('tiny': CPU smoke run).")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when this module is the program (bench.accelerator imports it)."""
+  config_flags.DEFINE_config_file("config", "configs/hnet_1stage.py", "Config file.", lock_config=True)
+  flags.DEFINE_integer("steps", 10, "Timed steps.")
+  flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+  flags.DEFINE_string("out", None, "Write the JSON result to this file (e.g. bench/results/x.json).")
+  flags.DEFINE_string("name", None, "Name of this measurement in the JSON.")
+  flags.DEFINE_enum("suite", None, ["accelerator"], "Run a fixed set of measurements instead of --config.")
+  flags.DEFINE_integer("suite_batch", 8, "Rows per step for every entry of --suite.")
+  flags.DEFINE_string("suite_variant", None,
+                      "Config variant applied to every entry of --suite ('tiny': CPU smoke run).")
 
 
 def synthetic_batch(batch: int, length: int, seed: int = 0) -> dict:
@@ -209,4 +214,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
