@@ -17,7 +17,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs/base.py"),
+config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "hnet", "configs", "base.py"),
                                 "Only --config.<key>=value overrides are used, applied to the checkpoint's config.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "train.py work dir; its latest checkpoint unless --step.")

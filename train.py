@@ -20,7 +20,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs/default.py"), "Config file (see configs/).",
+config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "hnet", "configs", "default.py"), "Config file (see configs/).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metrics and the config.")
 flags.DEFINE_enum("distributed", "none", ["none", "auto", "explicit"],

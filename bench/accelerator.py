@@ -40,13 +40,13 @@ import numpy as np
 from flax import nnx
 
 from bench import generation, train_step
-from configs import hnet_1stage_L
+from hnet.configs import hnet_1stage_L
 from hnet import aot
 from hnet.config import model_config_from_dict
 from hnet.kernels.ssd import ssd_pallas
-from hnet.layers import splash
+from hnet.kernels import splash
 from hnet.layers.attention import attention_mask, dense_attention
-from hnet.layers.ssd import ssd_chunked
+from hnet.kernels.ssd_xla import ssd_chunked
 from hnet.model import HNetLM
 
 # Relative error (max |kernel - reference| / max |reference|) a kernel may have against XLA float32 at

@@ -22,7 +22,8 @@ import numpy as np
 from flax import nnx
 
 from hnet import BOS_ID
-from hnet.evals import documents, loading
+from hnet import runs
+from hnet.evals import documents
 
 
 def pack_rows(docs: list[bytes], L: int, per_row: int) -> tuple[np.ndarray, np.ndarray, list]:
@@ -49,7 +50,7 @@ def main():
   p.add_argument("--out", default="")
   args = p.parse_args()
   jax.config.update("jax_default_matmul_precision", "highest")
-  loaded = loading.load(args.workdir, overrides={"model.dtype": "float32"})
+  loaded = runs.load(args.workdir, overrides={"model.dtype": "float32"})
   L = loaded.config.data.seq_len
   docs = [d for d in documents.load(loaded.config.data, limit=4 * args.documents) if len(d) >= L][: args.documents]
   if len(docs) < 2 * args.per_row:

@@ -104,7 +104,7 @@ def main():
   new = args.length - 1 - len(PROMPT)
   for spec in args.configs:
     name, _, variant = spec.partition(":")
-    c = importlib.import_module(f"configs.{name}").get_config(variant or None)
+    c = importlib.import_module(f"hnet.configs.{name}").get_config(variant or None)
     model = HNetLM(model_config_from_dict(c.model), rngs=nnx.Rngs(params=0))
     models[spec] = {"layout": c.model.layout, "d_model": list(c.model.d_model), "window": list(c.model.window),
                     "params": count_params(model)}

@@ -35,7 +35,7 @@ def main():
   print("| config | layout | params | official params | seq len | forward MFLOP/byte |")
   print("|---|---|---:|---:|---:|---:|")
   for name in CONFIGS:
-    c = importlib.import_module(f"configs.{name}").get_config()
+    c = importlib.import_module(f"hnet.configs.{name}").get_config()
     cfg = model_config_from_dict(c.model)
     n = count_params(nnx.eval_shape(lambda: HNetLM(cfg, rngs=nnx.Rngs(params=0))))  # pylint: disable=cell-var-from-loop
     fpb = flops_per_byte(cfg, c.data.seq_len)

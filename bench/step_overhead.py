@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from configs import hnet_1stage_L, hnet_2stage_L
+from hnet.configs import hnet_1stage_L, hnet_2stage_L
 from hnet import accelerators, sharding, trainer
 from hnet.config import model_config_from_dict
 from hnet.flops import attention_context, flops_breakdown, flops_per_byte

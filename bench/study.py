@@ -128,7 +128,7 @@ def size_to_target(c, target_flops: float, tolerance: float = 0.10) -> float:
 def make_config(run: Run, variant: str, root: str):
   """The run's full config: the family file, the shared recipe, the run's overrides, the sizing."""
   v = VARIANTS[variant]
-  c = importlib.import_module(f"configs.{run.config}").get_config("tiny" if variant == "tiny" else None)
+  c = importlib.import_module(f"hnet.configs.{run.config}").get_config("tiny" if variant == "tiny" else None)
   c.seed = 0
   c.data.seq_len, c.train.batch_size = v["seq_len"], v["batch"]
   c.train.num_steps = v["steps"] * (v["long_factor"] if run.kind == "long" else 1)

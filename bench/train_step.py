@@ -27,7 +27,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from configs import base, hnet_1stage_L
+from hnet.configs import base, hnet_1stage_L
 from hnet import aot, sharding, trainer
 from hnet.config import model_config_from_dict
 from hnet.flops import flops_per_byte

@@ -32,7 +32,7 @@ MAX_ROWS_PER_DEVICE = 256
 
 
 def load_config(name: str, target: accelerators.Target, batch: int):
-  c = importlib.import_module(f"configs.{name}").get_config()
+  c = importlib.import_module(f"hnet.configs.{name}").get_config()
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
   c.train.batch_size = batch
   c.train.grad_accum_steps = 1

@@ -65,11 +65,11 @@ def threshold_for(scores: np.ndarray, positions: int, forced: int, target_ratio:
 def calibrate(c, batches: int) -> dict:
   """θ for `c` (a config with router 'entropy') and the bytes per patch it gives on the sample."""
   from hnet.data import pipeline  # pylint: disable=import-outside-toplevel
-  from hnet.evals import loading  # pylint: disable=import-outside-toplevel
+  from hnet import runs  # pylint: disable=import-outside-toplevel
   model_cfg = model_config_from_dict(c.model)
   if model_cfg.router != "entropy":
     raise ValueError(f"model.router={model_cfg.router!r}: calibration is for the 'entropy' router")
-  loaded = loading.load(model_cfg.entropy_model, devices=jax.local_devices()[:1])
+  loaded = runs.load(model_cfg.entropy_model, devices=jax.local_devices()[:1])
   pipeline.prepare(c.data)
   it = pipeline.make_train_iterator(c.data, global_batch_size=c.train.batch_size, seed=c.seed)
   scores, positions, forced = [], 0, 0

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
+from hnet.configs import stored as stored_config
+
 ROUTERS = ("cosine", "delete_gate", "whitespace", "stride", "entropy", "none")
 ENTROPY_RULES = ("global", "monotonic")
 ATTENTION_IMPLS = ("auto", "splash", "default", "cudnn", "xla")  # hnet/layers/attention.py
@@ -258,12 +260,11 @@ def entropy_lm_config(workdir: str) -> ModelConfig:
     raise FileNotFoundError(f"model.entropy_model={workdir!r}: no train.py work dir there ({path} does not "
                             "exist); train one: python train.py --config configs/entropy_lm.py --workdir "
                             f"{workdir}")
-  from hnet.evals import loading  # pylint: disable=import-outside-toplevel  (loading builds models)
   try:
     with open(path, encoding="utf-8") as f:
-      stored = json.load(f)
+      run_config = json.load(f)
     # Keys added to the config since that run take their defaults, as when eval.py loads it.
-    return model_config_from_dict(loading.merge_config(stored, None, loading.default_config()).model)
+    return model_config_from_dict(stored_config.merge_config(run_config, None, stored_config.default_config()).model)
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"model.entropy_model={workdir!r}: incompatible config in {path} "
                      f"({type(e).__name__}: {e})") from None

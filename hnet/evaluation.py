@@ -10,9 +10,9 @@ import dataclasses
 import os
 from typing import Sequence
 
-from hnet.evals import (boundaries, bpb, documents, loading, mc, mc_items, report, robustness, robustness_report,
-                        sampling)
-from hnet.evals.loading import Loaded
+from hnet import runs
+from hnet.evals import boundaries, bpb, documents, mc, mc_items, report, robustness, robustness_report, sampling
+from hnet.runs import Loaded
 
 COMMANDS = ("bpb", "noise", "mc", "robustness", "generate", "boundaries")
 
@@ -108,7 +108,7 @@ def main(command: str, *, workdir: str | None = None, checkpoint: str | None = N
   opts = opts or Options()
   if command == "robustness":
     return _robustness(list(opts.workdirs) or [workdir or checkpoint], overrides, opts, echo)
-  loaded = loading.load(workdir, checkpoint=checkpoint, step=step, overrides=overrides)
+  loaded = runs.load(workdir, checkpoint=checkpoint, step=step, overrides=overrides)
   result, rows, text = run(command, loaded, opts)
   result = {"command": command, "checkpoint": os.path.join(loaded.checkpoint_dir, str(loaded.step)), **result}
   path = report.write_json(json_path(command, loaded, opts), result)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hnet.config import ModelConfig
+from hnet.routers import entropy as entropy_router
 from hnet.stage import Stage
 
 
@@ -60,3 +61,6 @@ def stage_of_param(path: tuple) -> int:
 
 def count_params(model: nnx.Module) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+entropy_router.register_byte_lm(HNetLM)  # BLT's router holds a byte LM of this class

@@ -142,14 +142,14 @@ def load_frozen_params(model_cfg: ModelConfig, params, params_sharding, mesh):
   """Parameters of frozen sub-models replaced by their checkpoints' (BLT's entropy LM); others unchanged."""
   if model_cfg.router != "entropy":
     return params
-  from hnet.evals import loading  # pylint: disable=import-outside-toplevel
+  from hnet import runs  # pylint: disable=import-outside-toplevel
   where = f"model.entropy_model={model_cfg.entropy_model!r}"
   try:
-    loaded = loading.load(model_cfg.entropy_model, devices=list(mesh.devices.flat))
+    loaded = runs.load(model_cfg.entropy_model, devices=list(mesh.devices.flat))
   except (FileNotFoundError, ValueError) as e:
     raise type(e)(f"{where}: {e}") from None
   target = params["backbone"]["router"]["entropy_lm"]
-  have, want = loading.param_shapes(loaded.params), loading.param_shapes(target)
+  have, want = runs.param_shapes(loaded.params), runs.param_shapes(target)
   if have != want:
     name = next(n for n in sorted(set(have) | set(want)) if have.get(n) != want.get(n))
     raise ValueError(f"{where}: its checkpoint does not match the entropy LM built from its config: parameter "

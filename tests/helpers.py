@@ -19,14 +19,14 @@ FAMILIES = ("flat", "hnet_1stage", "hnet_2stage", "mrt5", "word", "stride", "def
 def entropy_lm_workdir() -> str:
   """A work dir holding only the config of `entropy_lm:tiny`: enough to build a BLT model (random weights)."""
   workdir = tempfile.mkdtemp(prefix="hnet-entropy-lm-")
-  c = importlib.import_module("configs.entropy_lm").get_config("tiny")
+  c = importlib.import_module("hnet.configs.entropy_lm").get_config("tiny")
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
     f.write(c.to_json_best_effort())
   return workdir
 
 
 def load_config(name: str, variant: str = "tiny"):
-  c = importlib.import_module(f"configs.{name}").get_config(variant)
+  c = importlib.import_module(f"hnet.configs.{name}").get_config(variant)
   if c.model.router == "entropy":
     c.model.entropy_model = entropy_lm_workdir()
   return c

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench import accelerator, train_step
-from configs import flat
+from hnet.configs import flat
 from tests.conftest import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

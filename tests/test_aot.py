@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from configs import hnet_1stage
+from hnet.configs import hnet_1stage
 from hnet import accelerators, aot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,8 @@ from flax import nnx
 
 from hnet import calibrate_entropy, trainer
 from hnet.config import model_config_from_dict
-from hnet.evals import boundaries, loading
+from hnet import runs
+from hnet.evals import boundaries
 from hnet.routers.entropy import next_byte_entropy, starts_chunk
 from tests.helpers import forward, load_config, packed_batch, tiny_model
 
@@ -100,8 +101,8 @@ def entropy_run(tmp_path_factory):
 
 
 def test_training_keeps_the_loaded_entropy_lm(entropy_run):
-  lm = loading.load(str(entropy_run / "entropy"))
-  blt = loading.load(str(entropy_run / "blt"))
+  lm = runs.load(str(entropy_run / "entropy"))
+  blt = runs.load(str(entropy_run / "blt"))
   assert blt.step == 2
   got = jax.tree.leaves(blt.params["backbone"]["router"]["entropy_lm"])
   want = jax.tree.leaves(lm.params)

@@ -28,7 +28,7 @@ from bench.param_counts import OFFICIAL_PARAMS
 from hnet import convert, generate, trainer
 from hnet.checkpoint import Checkpointer
 from hnet.config import model_config_from_dict
-from hnet.evals import loading
+from hnet import runs as loading
 from hnet.model import HNetLM, count_params
 from hnet.torch_files import TensorRef, UnsafeFileError, read_state_dict
 from tests.helpers import load_config

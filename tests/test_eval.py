@@ -21,7 +21,8 @@ from hnet import BOS_ID, EOS_ID, evaluation, sharding, trainer
 from hnet.checkpoint import Checkpointer
 from hnet.config import model_config_from_dict
 from hnet.data import bytes as doc_bytes
-from hnet.evals import boundaries, bpb, documents, loading, mc, packing, perturbations, robustness, sampling, scoring
+from hnet import runs
+from hnet.evals import boundaries, bpb, documents, mc, packing, perturbations, robustness, sampling, scoring
 from hnet.loss import LN2, ControllerState
 from hnet.optim import make_optimizer
 from tests.conftest import xla_flags
@@ -44,7 +45,7 @@ def run(tiny_hnet_run):
 @pytest.fixture(scope="module")
 def loaded(run):
   """The fixture restored onto all 8 devices, with noise / mc sizes that fit 64-byte rows."""
-  out = loading.load(run[0])
+  out = runs.load(run[0])
   c = copy.deepcopy(out.config)
   c.eval.continuation_bytes = 16
   c.eval.num_items = 6
@@ -76,15 +77,15 @@ def _direct_nll(loaded, rows_KR: np.ndarray, seg_KR: np.ndarray, mask_KL: np.nda
 def test_load_by_workdir_checkpoint_path_and_step(run, loaded):
   workdir, _ = run
   assert loaded.step == 2 and loaded.mesh.size == 8
-  by_path = loading.load(checkpoint=os.path.join(workdir, "checkpoints", "2"))
+  by_path = runs.load(checkpoint=os.path.join(workdir, "checkpoints", "2"))
   assert by_path.step == 2 and by_path.workdir == os.path.abspath(workdir)
-  assert loading.load(checkpoint=os.path.join(workdir, "checkpoints")).step == 2
+  assert runs.load(checkpoint=os.path.join(workdir, "checkpoints")).step == 2
   for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(by_path.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_checkpoint_from_eight_devices_restores_on_one(run, loaded):
-  one = loading.load(run[0], devices=jax.devices()[:1])
+  one = runs.load(run[0], devices=jax.devices()[:1])
   assert one.mesh.size == 1 and one.data_parallel == 1
   leaves = jax.tree.leaves(one.params)
   assert all(len(x.sharding.device_set) == 1 for x in leaves)
@@ -103,7 +104,7 @@ def test_fsdp_and_tensor_sharded_checkpoint_restores_on_one_device(run, loaded, 
   ckpt = Checkpointer(str(tmp_path / "pod" / "checkpoints"), async_save=False)
   ckpt.save(5, state, config=json.loads(c.to_json_best_effort()))
   ckpt.close()
-  one = loading.load(str(tmp_path / "pod"), devices=jax.devices()[:1])
+  one = runs.load(str(tmp_path / "pod"), devices=jax.devices()[:1])
   assert one.step == 5 and one.mesh.size == 1
   for a, b in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(one.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -112,18 +113,18 @@ def test_fsdp_and_tensor_sharded_checkpoint_restores_on_one_device(run, loaded, 
 def test_clear_errors(run, tmp_path):
   workdir, _ = run
   with pytest.raises(FileNotFoundError, match="workdir .* does not exist"):
-    loading.load(str(tmp_path / "nope"))
+    runs.load(str(tmp_path / "nope"))
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="no checkpoint under .*train first"):
-    loading.load(str(tmp_path / "empty"))
+    runs.load(str(tmp_path / "empty"))
   with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 7 .*steps: \[2\]"):
-    loading.load(workdir, step=7)
+    runs.load(workdir, step=7)
   with pytest.raises(FileNotFoundError, match="checkpoint .* does not exist"):
-    loading.load(checkpoint=os.path.join(workdir, "checkpoints", "9"))
+    runs.load(checkpoint=os.path.join(workdir, "checkpoints", "9"))
   with pytest.raises(ValueError, match="does not match the model built from its config: parameter .* shape"):
-    loading.load(workdir, overrides={"model.d_model": (48, 64)})
+    runs.load(workdir, overrides={"model.d_model": (48, 64)})
   with pytest.raises(ValueError, match="no such key"):
-    loading.load(workdir, overrides={"eval.no_such_key": 1})
+    runs.load(workdir, overrides={"eval.no_such_key": 1})
   with pytest.raises(ValueError, match="unknown command"):
     evaluation.main("perplexity", workdir=workdir)
 
@@ -157,7 +158,7 @@ def test_bpb_of_the_delete_gate_is_reported_hard_and_soft(run, text_file):
   model_cfg = model_config_from_dict(c.model)
   mesh = sharding.make_mesh()
   graphdef, params, params_sharding = trainer.make_model(model_cfg, mesh, seed=0)
-  fresh = loading.Loaded(c, model_cfg, graphdef, params, params_sharding, mesh, 0, run[0], run[0])
+  fresh = runs.Loaded(c, model_cfg, graphdef, params, params_sharding, mesh, 0, run[0], run[0])
   out = bpb.evaluate(fresh, text_file=text_file)
   assert out["soft"]["target_bytes"] == out["target_bytes"]
   assert np.isfinite(out["bits_per_byte"]) and np.isfinite(out["soft"]["bits_per_byte"])
@@ -171,7 +172,7 @@ def test_bpb_on_any_dataset_the_data_layer_accepts(run, tmp_path):
   docs = [f"document {i}: " + "lorem ipsum dolor " * (4 * (i % 5) + 4) for i in range(24)]
   path = tmp_path / "corpus.jsonl"
   path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
-  other = loading.load(run[0], overrides={"data.dataset": "text", "data.text_paths": str(path),
+  other = runs.load(run[0], overrides={"data.dataset": "text", "data.text_paths": str(path),
                                           "data.validation_fraction": 0.3, "data.data_dir": str(tmp_path / "tfds"),
                                           "eval.batch_size": 8})
   out = bpb.evaluate(other)
@@ -319,7 +320,7 @@ def test_cli_restores_the_eight_device_checkpoint_on_one_device(run, text_file, 
                         env=env, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "| bits/byte |" in proc.stdout and "onto 1 device" in proc.stderr
-  direct = bpb.evaluate(loading.load(run[0]), text_file=text_file)  # the same numbers on 8 devices
+  direct = bpb.evaluate(runs.load(run[0]), text_file=text_file)  # the same numbers on 8 devices
   assert json.loads(out.read_text())["bits_per_byte"] == pytest.approx(direct["bits_per_byte"], rel=1e-5)
   bad = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), f"--workdir={tmp_path / 'none'}"],
                        env=env, capture_output=True, text=True, timeout=300, check=False)

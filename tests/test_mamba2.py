@@ -10,7 +10,7 @@ from flax import nnx
 
 from hnet.layers.mamba2 import Mamba2, Mamba2Cache
 from hnet.layers.mamba2_ops import conv_silu, gated_rmsnorm
-from hnet.layers.ssd import run_ids, ssd_chunked, ssd_naive
+from hnet.kernels.ssd_xla import run_ids, ssd_chunked, ssd_naive
 
 Q = 16  # chunk size; every L below is deliberately not a multiple of it
 

@@ -9,10 +9,10 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from configs import base
+from hnet.configs import base
 from hnet import sharding
 from hnet.config import model_config_from_dict
-from hnet.layers import splash
+from hnet.kernels import splash
 from hnet.layers.attention import Attention, DocumentMask, layer_mask
 
 L = 384  # tiles of 128: a 3 x 3 block grid, so the kernel skips and masks blocks

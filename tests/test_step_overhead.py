@@ -4,7 +4,7 @@ import importlib.util
 import pytest
 
 from bench import step_overhead
-from configs import flat, hnet_1stage, hnet_2stage
+from hnet.configs import flat, hnet_1stage, hnet_2stage
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                                 reason="TPU targets need libtpu: pip install -e '.[test]' brings it")

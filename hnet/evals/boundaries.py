@@ -14,7 +14,7 @@ from flax import nnx
 
 from hnet import BOS_ID, chunking
 from hnet.evals import boundary_rendering
-from hnet.evals.loading import Loaded
+from hnet.runs import Loaded
 from hnet.model import HNetLM
 
 PAD_MULTIPLE = 64

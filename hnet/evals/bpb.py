@@ -12,7 +12,7 @@ generated) and soft deletion (train=True, as trained).
 from typing import Callable, Iterable
 
 from hnet.evals import documents, packing, scoring
-from hnet.evals.loading import Loaded
+from hnet.runs import Loaded
 
 
 def _batch_factory(loaded: Loaded, text_file: str | None, split: str) -> tuple[Callable[[], Iterable[dict]], str]:

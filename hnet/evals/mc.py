@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from hnet.evals import mc_items, packing, robustness, scoring
-from hnet.evals.loading import Loaded
+from hnet.runs import Loaded
 
 
 def loglik_fn(loaded: Loaded, with_greedy: bool = False, progress: str | None = None) -> mc_items.LogLikFn:

@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from hnet.evals import documents, loading, mc, mc_items
+from hnet import runs
+from hnet.evals import documents, mc, mc_items
 from hnet.evals.perturbations import PAPER_PERTURBATIONS
 
 
@@ -28,7 +29,7 @@ def read_corpus_items(path: str) -> list[mc_items.MCItem]:
             for r in map(json.loads, filter(str.strip, f))]
 
 
-def items_for(loaded: loading.Loaded, hellaswag_file: str | None, corpus_mc_file: str | None,
+def items_for(loaded: runs.Loaded, hellaswag_file: str | None, corpus_mc_file: str | None,
               limit: int = -1) -> tuple[list[mc_items.MCItem], str]:
   if hellaswag_file:
     return mc_items.read_hellaswag_jsonl(hellaswag_file, limit), hellaswag_file
@@ -48,7 +49,7 @@ def run(workdirs: Sequence[str], *, hellaswag_file: str | None = None, corpus_mc
     raise ValueError("robustness needs at least one work dir (--workdirs a,b)")
   models, items, source = [], None, None
   for workdir in workdirs:
-    loaded = loading.load(workdir, overrides=overrides)
+    loaded = runs.load(workdir, overrides=overrides)
     if items is None:  # every model scores the same items
       items, source = items_for(loaded, hellaswag_file, corpus_mc_file, limit)
     suite = mc_items.score_noise_suite(items, mc.loglik_fn(loaded), perturbations=PAPER_PERTURBATIONS,

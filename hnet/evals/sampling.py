@@ -6,7 +6,7 @@ from typing import Sequence
 import jax
 
 from hnet import generate
-from hnet.evals.loading import Loaded
+from hnet.runs import Loaded
 
 
 def read_prompts(prompts: Sequence[str] = (), prompt_file: str | None = None) -> list[bytes]:

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from hnet import trainer
 from hnet.evals import packing
-from hnet.evals.loading import Loaded
+from hnet.runs import Loaded
 from hnet.metrics import EvalTotals
 
 

@@ -1,4 +1,4 @@
-"""`ssd_pallas`: the SSD scan (same maths and signature as `hnet.layers.ssd.ssd_chunked`) through Pallas kernels.
+"""`ssd_pallas`: the SSD scan (same maths and signature as `hnet.kernels.ssd_xla.ssd_chunked`) through Pallas kernels.
 
 XLA prepares the cheap per-position quantities (dt, the within-chunk cumsum of dt·A, the decays to
 the chunk end and from the chunk start, run ids) and lays the inputs out head-major; one kernel
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from hnet.kernels import ssd_gpu, ssd_tpu
 from hnet.kernels.ssd_chunk import ROWS
-from hnet.layers.ssd import check_shapes, run_ids
+from hnet.kernels.ssd_xla import check_shapes, run_ids
 
 f32 = jnp.float32
 BACKENDS = ("tpu", "gpu")

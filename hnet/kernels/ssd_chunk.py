@@ -1,7 +1,7 @@
 """One chunk of one head of the SSD scan, forward and backward, on values already in fast memory.
 
 Shared by the TPU and GPU kernels, which differ only in how they walk the chunks. The maths is
-`hnet.layers.ssd`'s chunked form; the state is kept transposed (N, P) so that every product is a
+`hnet.kernels.ssd_xla`'s chunked form; the state is kept transposed (N, P) so that every product is a
 plain or right-transposed matmul. Per-position inputs are five (1, Q) float32 rows, loaded from an
 (8, Q) block: dt, the within-chunk cumsum of dt·A (`acs`), the decay to the chunk end (`te`), the
 decay of the entering state (`fs`; its last entry is the chunk's carry factor) and the run id.

@@ -7,7 +7,7 @@ score matrix, the difference between a cheap and the dominant layer at L in the 
 
 `implementation` ('auto', 'splash', 'default', 'cudnn', 'xla'; `model.attention_impl`): the last
 three are `jax.nn.dot_product_attention`'s, with the mask built once per stack. 'splash' runs
-`hnet.layers.splash` (Mosaic on TPU, Pallas interpret mode elsewhere: tests only); 'auto' picks
+`hnet.kernels.splash` (Mosaic on TPU, Pallas interpret mode elsewhere: tests only); 'auto' picks
 splash on TPU, cuDNN on GPU and XLA on CPU. Both choose when the program is lowered
 (`jax.lax.platform_dependent`), so a TPU program compiled on a CPU host gets the TPU kernel. They
 receive a `DocumentMask` (segment ids and window) and build the dense mask per layer only where
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hnet.config import ATTENTION_IMPLS
-from hnet.layers import splash
+from hnet.kernels import splash
 from hnet.layers.rope import apply_rope
 
 _DOT_PRODUCT_IMPL = {"default": None, "cudnn": "cudnn", "xla": "xla", "auto": None, "splash": None}

@@ -14,7 +14,7 @@ from flax import nnx
 
 from hnet.kernels.ssd import check_sizes, ssd_pallas
 from hnet.layers.mamba2_ops import conv_silu, gated_rmsnorm
-from hnet.layers.ssd import run_ids, ssd_chunked
+from hnet.kernels.ssd_xla import run_ids, ssd_chunked
 
 f32 = jnp.float32
 SSD_IMPLS = {"xla": ssd_chunked, "pallas": ssd_pallas}  # model.ssd_impl

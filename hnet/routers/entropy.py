@@ -30,11 +30,24 @@ def starts_chunk(h_prev: jax.Array, h_prev2: jax.Array, position: jax.Array, *, 
   return (position == 1) | ((position >= 2) & (h_prev - h_prev2 > threshold))
 
 
+# The byte LM this router holds is the package's own model class, one layer up (models build stages,
+# stages build routers): `hnet.model` registers it here when it is imported. The one upward reach of
+# the package, made explicit instead of an import circle.
+_BYTE_LM: type | None = None
+
+
+def register_byte_lm(cls: type) -> None:
+  """Called by `hnet.model` with `HNetLM`: the class of the frozen entropy LM."""
+  global _BYTE_LM  # pylint: disable=global-statement
+  _BYTE_LM = cls
+
+
 class EntropyRouter(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    from hnet.model import HNetLM  # pylint: disable=import-outside-toplevel  (models build stages, stages routers)
-    self.entropy_lm = HNetLM(cfg.entropy_lm, rngs=rngs)
+    if _BYTE_LM is None:
+      raise RuntimeError("EntropyRouter needs hnet.model imported (it registers the byte LM class)")
+    self.entropy_lm = _BYTE_LM(cfg.entropy_lm, rngs=rngs)
     self.rule = cfg.entropy_rule
     self.threshold = cfg.entropy_threshold
 

@@ -52,7 +52,7 @@ def main(argv=None):
   if args.num_items < 1:
     parser.error(f"--num_items must be >= 1, got {args.num_items}")
   name, _, variant = args.config.partition(":")
-  c = importlib.import_module(f"configs.{name}").get_config(variant or None)
+  c = importlib.import_module(f"hnet.configs.{name}").get_config(variant or None)
   n = write(args.out, c, args.num_items)
   print(f"wrote {n} items to {args.out}")
 

@@ -25,7 +25,8 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
-from hnet.evals import loading, mc, packing, robustness, sampling, scoring
+from hnet import runs
+from hnet.evals import mc, packing, robustness, sampling, scoring
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_BYTES = 256
@@ -33,7 +34,7 @@ DEFAULT_MAX_GEN_BYTES = 256
 
 @register_model("hnet")
 class HNetEvalLM(LM):
-  """lm-eval's `LM` over a restored hnet run (`hnet.evals.loading.load`)."""
+  """lm-eval's `LM` over a restored hnet run (`hnet.runs.load`)."""
 
   def __init__(self, workdir: str | None = None, checkpoint: str | None = None, step: int | None = None,
                batch_size: int | str | None = None, score_eos: bool = False, seed: int = 0,
@@ -49,7 +50,7 @@ class HNetEvalLM(LM):
       raise ValueError("--model_args needs workdir=<train.py work dir> or checkpoint=<dir>")
     if batch_size not in (None, "auto") and not str(batch_size).startswith("auto"):
       overrides["eval.batch_size"] = int(batch_size)
-    self.loaded = loading.load(workdir, checkpoint=checkpoint, step=None if step is None else int(step),
+    self.loaded = runs.load(workdir, checkpoint=checkpoint, step=None if step is None else int(step),
                                overrides=overrides)
     self.score_eos = bool(score_eos)
     self.seed = int(seed)

@@ -1,5 +1,5 @@
 """MrT5-style delete gate in a causal hierarchy (CPU-small): soft deletion in training, hard at inference."""
-from configs import base
+from hnet.configs import base
 
 
 def get_config(arg=None):

@@ -3,7 +3,7 @@
 Trained by the authors on 46B tokens of Pile GitHub; convert its weights with
 `python -m hnet.convert` (docs/convert.md). For accelerators: bf16, 8192-byte rows.
 """
-from configs import base, hnet_2stage_XL
+from hnet.configs import base, hnet_2stage_XL
 
 
 def get_config(arg=None):

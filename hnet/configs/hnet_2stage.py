@@ -1,5 +1,5 @@
 """H-Net, two nested stages of dynamic chunking (CPU-small)."""
-from configs import base
+from hnet.configs import base
 
 
 def get_config(arg=None):

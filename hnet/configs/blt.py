@@ -8,7 +8,7 @@ patches); only the router differs. θ is stated here explicitly: `python -m hnet
 measured it on the training data for the entropy LM of configs/entropy_lm.py (seed 0) and
 target_ratio bytes per patch; recalibrate for another entropy model or target.
 """
-from configs import base
+from hnet.configs import base
 
 
 def get_config(arg=None):

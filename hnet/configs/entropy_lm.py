@@ -4,7 +4,7 @@ A small flat byte Transformer trained on its own, as BLT trains its entropy mode
 (BLT's is 14 layers of width 768 with a 512-byte window; this one fits a CPU). Its quality sets
 how well the entropies find the hard bytes; its cost is added to the BLT model's FLOPs/byte.
 """
-from configs import base
+from hnet.configs import base
 
 
 def get_config(arg=None):

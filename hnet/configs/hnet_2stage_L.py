@@ -1,5 +1,5 @@
 """H-Net 2stage L at the paper's size (algorithms.md §1.6). For accelerators: bf16, 8192-byte rows."""
-from configs import base
+from hnet.configs import base
 
 
 def get_config(arg=None):

@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding
 from hnet import sharding
 from hnet.checkpoint import Checkpointer
 from hnet.config import ModelConfig, model_config_from_dict
+from hnet.configs.stored import default_config, merge_config
 from hnet.model import HNetLM
 from hnet.optim import path_names
 
@@ -103,64 +104,6 @@ def _steps(ckpt_dir: str) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------------
-def _tuples(x):
-  """JSON lists back to the tuples the config declares."""
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
-
-
-def merge_config(stored: dict, overrides: dict | None = None,
-                 defaults: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-  """The stored config, with keys it lacks (added since) from `defaults`, then `overrides` ("a.b": v)."""
-  c = ml_collections.ConfigDict(_tuples(stored))
-  if defaults is not None:
-    have = _flatten(c.to_dict())
-    for key, value in _flatten(defaults.to_dict()).items():
-      if key not in have:
-        _set(c, key, value, create=True)
-  for key, value in (overrides or {}).items():
-    _set(c, key, value, create=False)
-  c.lock()
-  return c
-
-
-def _set(c: ml_collections.ConfigDict, key: str, value, *, create: bool) -> None:
-  *parents, leaf = key.split(".")
-  node = c
-  for p in parents:
-    if p not in node:
-      if not create:
-        raise ValueError(f"--config.{key}: the checkpoint's config has no section {p!r}")
-      node[p] = ml_collections.ConfigDict()
-    node = node[p]
-  if not create and leaf not in node:
-    raise ValueError(f"--config.{key}: the checkpoint's config has no such key")
-  if leaf in node and node[leaf] is not None and value is not None:
-    value = type(node[leaf])(value) if isinstance(node[leaf], (tuple, float)) else value
-  node[leaf] = value
-
-
-def default_config() -> ml_collections.ConfigDict | None:
-  try:
-    from configs import base  # pylint: disable=import-outside-toplevel  (repo layout: run from the root)
-  except ImportError:
-    return None
-  return base.get_config()
-
-
 def read_config(ckpt: Checkpointer, workdir: str, step: int) -> dict:
   """The config saved with the checkpoint, else `<workdir>/config.json`."""
   try:

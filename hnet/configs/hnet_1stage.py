@@ -2,7 +2,7 @@
 
 The default `python train.py` config.
 """
-from configs import base
+from hnet.configs import base
 
 
 def get_config(arg=None):

@@ -1,5 +1,5 @@
 """H-Net 1stage XL at the paper's size (algorithms.md §1.6). For accelerators: bf16, 8192-byte rows."""
-from configs import base, hnet_1stage_L
+from hnet.configs import base, hnet_1stage_L
 
 
 def get_config(arg=None):

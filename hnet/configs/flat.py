@@ -1,5 +1,5 @@
 """Flat byte Transformer baseline (no hierarchy), CPU-small."""
-from configs import base
+from hnet.configs import base
 
 
 def get_config(arg=None):

@@ -1,5 +1,5 @@
 """Word-boundary chunks (SpaceByte / HAT style): the small H-Net with a fixed whitespace router."""
-from configs import base, hnet_1stage
+from hnet.configs import base, hnet_1stage
 
 
 def get_config(arg=None):

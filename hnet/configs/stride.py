@@ -1,5 +1,5 @@
 """Fixed-stride chunks every 4 bytes (MEGABYTE style): the small H-Net with a stride router."""
-from configs import base, hnet_1stage
+from hnet.configs import base, hnet_1stage
 
 
 def get_config(arg=None):

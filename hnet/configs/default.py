@@ -6,7 +6,7 @@ two-layer Transformer on chunks at width 192. On CPU, local attention is cheaper
 byte than Mamba2's chunked scan at this size; `configs/hnet_1stage.py` is the same model
 with the paper's Mamba2 encoder/decoder.
 """
-from configs import base
+from hnet.configs import base
 
 
 def get_config(arg=None):
