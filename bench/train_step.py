@@ -81,7 +81,7 @@ def run(c, steps: int, warmup: int, fit_bytes: int | None = None) -> dict:
       compile_s = time.perf_counter() - t0
       planned = aot.planned_bytes(compiled.memory_analysis())
       half = c.train.batch_size // 2
-      if fit_bytes is None or planned <= fit_bytes or half < 1 or half % (mesh.shape["data"] * mesh.shape["fsdp"]):
+      if fit_bytes is None or planned <= fit_bytes or half < 1 or half % sharding.data_parallel_size(mesh.shape):
         break
       c.train.batch_size = half  # the plan does not fit: try half the rows
     for _ in range(warmup):

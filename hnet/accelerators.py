@@ -48,6 +48,17 @@ GPU_MODELS = {
     "h200": GpuModel("h200.txtpb", 151_397_597_184, 989e12),
     "a100": GpuModel("a100_sxm_80.txtpb", 85_100_068_864, 312e12),
 }
+# Dense bf16 peak FLOP/s by the device kind jax reports (`device.device_kind`), for MFU.
+PEAK_FLOPS_BY_KIND = {
+    "H100": GPU_MODELS["h100"].peak_flops,
+    "H200": GPU_MODELS["h200"].peak_flops,
+    "A100": GPU_MODELS["a100"].peak_flops,
+    "TPU v4": TPU_GENERATIONS["v4"].peak_flops,
+    "TPU v5 lite": TPU_GENERATIONS["v5e"].peak_flops,
+    "TPU v5e": TPU_GENERATIONS["v5e"].peak_flops,
+    "TPU v5p": TPU_GENERATIONS["v5p"].peak_flops,
+    "TPU v6 lite": TPU_GENERATIONS["v6e"].peak_flops,
+}
 GPU_MEMORY_FRACTION = 0.95  # train.py sets XLA_PYTHON_CLIENT_MEM_FRACTION to this unless the user did
 
 

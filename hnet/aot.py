@@ -70,7 +70,7 @@ class Report:
 
   @property
   def rows_per_device(self) -> int:
-    return self.batch_size // (self.mesh["data"] * self.mesh["fsdp"])
+    return self.batch_size // sharding.data_parallel_size(self.mesh)
 
   def to_json(self) -> dict:
     out = {k: v for k, v in dataclasses.asdict(self).items() if k != "target"}
@@ -189,7 +189,7 @@ def _cost_analysis(compiled) -> dict | None:
 def advice(r: Report) -> str:
   """One line: the first change that should make the step fit."""
   need, have = r.total_bytes, r.target.usable_bytes
-  dp = r.mesh["data"] * r.mesh["fsdp"]
+  dp = sharding.data_parallel_size(r.mesh)
   if r.mesh["data"] > 1 and r.mesh["fsdp"] < r.target.num_devices // r.mesh["tensor"]:
     return ("shard parameters and optimizer state over every chip: --config.mesh.fsdp=-1 --config.mesh.data=1 "
             f"(now replicated {r.mesh['data']} times)")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from hnet.configs import stored as stored_config
 
+SWIGLU_MULTIPLE = 128  # SwiGLU hidden widths round up to this (as the H-Net code does)
 ROUTERS = ("cosine", "delete_gate", "whitespace", "stride", "entropy", "none")
 ENTROPY_RULES = ("global", "monotonic")
 ATTENTION_IMPLS = ("auto", "splash", "default", "cudnn", "xla")  # hnet/layers/attention.py
@@ -270,7 +271,7 @@ def entropy_lm_config(workdir: str) -> ModelConfig:
                      f"({type(e).__name__}: {e})") from None
 
 
-def _round_up(x: int, multiple: int) -> int:
+def round_up(x: int, multiple: int) -> int:
   return -(-x // multiple) * multiple
 
 
@@ -292,7 +293,7 @@ def model_config_from_dict(c) -> ModelConfig:
     stages.append(StageConfig(
         index=s,
         d_model=d_model[s],
-        d_ff=_round_up(d_ff[s], 128) if d_ff[s] > 0 else 0,
+        d_ff=round_up(d_ff[s], SWIGLU_MULTIPLE) if d_ff[s] > 0 else 0,
         num_heads=num_heads[s],
         rotary_dim=(head_dim // 2 // 2 * 2) if rotary[s] < 0 else rotary[s],
         window=window[s],

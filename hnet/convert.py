@@ -41,7 +41,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from hnet.config import ModelConfig, StageConfig, model_config_from_dict, parse_layout
+from hnet.config import SWIGLU_MULTIPLE, ModelConfig, StageConfig, model_config_from_dict, parse_layout, round_up
 from hnet.model import HNetLM
 from hnet.torch_files import TensorRef, read_state_dict
 
@@ -206,10 +206,6 @@ def convert(tensors: dict[str, TensorRef], cfg: ModelConfig, source: str = "stat
 # ---------------------------------------------------------------------------------------------
 # Official JSON configs
 # ---------------------------------------------------------------------------------------------
-def _round_up(x: int, multiple: int = 128) -> int:
-  return -(-x // multiple) * multiple
-
-
 def check_official_config(cfg: ModelConfig, official: dict, source: str = "official config") -> None:
   """One-line ValueError where `cfg` differs from an official JSON config (goombalab/hnet configs/*.json)."""
   def fail(what, ours, theirs):
@@ -229,7 +225,7 @@ def check_official_config(cfg: ModelConfig, official: dict, source: str = "offic
                     ("d_intermediate", [st.d_ff for st in stages])):
     theirs = list(official[key])
     if key == "d_intermediate":
-      theirs = [_round_up(x) if x > 0 else 0 for x in theirs]  # SwiGLU rounds up to 128, as we do
+      theirs = [round_up(x, SWIGLU_MULTIPLE) if x > 0 else 0 for x in theirs]  # SwiGLU rounds up to 128, as we do
       ours = [f if any(g.has_mlp for g in st.encoder + st.main + st.decoder) else t
               for f, t, st in zip(ours, theirs, stages)]  # unused where no layer has an MLP
     if list(ours) != theirs[:S] or len(theirs) != S:

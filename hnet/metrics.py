@@ -4,19 +4,11 @@ import os
 
 import jax
 
+from hnet.accelerators import PEAK_FLOPS_BY_KIND
 from hnet.loss import LN2
 
-# Dense bf16 peak FLOP/s per device, used for MFU. Unknown devices (CPU) report no MFU.
-PEAK_FLOPS = {
-    "H100": 989e12,
-    "H200": 989e12,
-    "A100": 312e12,
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
-}
+# Dense bf16 peak FLOP/s per device kind, used for MFU. Unknown devices (CPU) report no MFU.
+PEAK_FLOPS = PEAK_FLOPS_BY_KIND
 
 
 def device_peak_flops(device: jax.Device | None = None) -> tuple[float | None, str]:

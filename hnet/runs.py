@@ -52,7 +52,7 @@ class Loaded:
 
   @property
   def data_parallel(self) -> int:
-    return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    return sharding.data_parallel_size(self.mesh.shape)
 
   def batch_size(self, rows: int) -> int:
     """`rows` rounded up to a multiple of the data-parallel size."""

@@ -83,6 +83,11 @@ def param_shardings(state: nnx.State, mesh: jax.sharding.Mesh) -> nnx.State:
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def data_parallel_size(mesh_shape) -> int:
+  """Ways the batch is split: data × fsdp, of a mesh's `shape` (or the same as a dict)."""
+  return mesh_shape["data"] * mesh_shape["fsdp"]
+
+
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   """Batch rows over data × fsdp; the sequence axis stays whole on each device."""
   return NamedSharding(mesh, P(BATCH_AXES))

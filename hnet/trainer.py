@@ -202,7 +202,7 @@ def abstract_batch(batch_size: int, seq_len: int, mesh) -> dict:
 
 def check_batch_divides(c, mesh) -> None:
   """train.batch_size / grad_accum_steps rows must split evenly over the data-parallel devices."""
-  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  data_parallel = sharding.data_parallel_size(mesh.shape)
   B, A = c.train.batch_size, c.train.grad_accum_steps
   if B % A:
     raise ValueError(f"train.batch_size={B} must be divisible by train.grad_accum_steps={A}")
@@ -326,7 +326,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   # --- mesh ----------------------------------------------------------------------------------
   mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
   batch_sharding = sharding.batch_sharding(mesh)
-  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  data_parallel = sharding.data_parallel_size(mesh.shape)
   B = c.train.batch_size
   check_batch_divides(c, mesh)
 
