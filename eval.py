@@ -49,10 +49,10 @@ def main(argv):
   hnet_log.setLevel(logging.INFO)
   hnet_log.addHandler(logging.StreamHandler())
   hnet_log.propagate = False
-  from hnet import evaluation  # pylint: disable=import-outside-toplevel
-  opts = evaluation.Options(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(evaluation.Options)})
+  from hnet.evals import commands  # pylint: disable=import-outside-toplevel
+  opts = commands.Options(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(commands.Options)})
   overrides = config_flags.get_override_values(FLAGS["config"])
-  evaluation.main(argv[1] if len(argv) > 1 else "bpb", workdir=None if FLAGS.checkpoint else FLAGS.workdir,
+  commands.main(argv[1] if len(argv) > 1 else "bpb", workdir=None if FLAGS.checkpoint else FLAGS.workdir,
                   checkpoint=FLAGS.checkpoint, step=FLAGS.step, overrides=overrides, opts=opts)
 
 

@@ -22,7 +22,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def config(slack: float, steps: int):
-  c = importlib.import_module("configs.hnet_1stage").get_config()
+  c = importlib.import_module("hnet.configs.hnet_1stage").get_config()
   c.model.target_ratio, c.model.capacity_slack = (6.0,), slack
   c.data.seq_len, c.train.batch_size, c.train.num_steps = 512, 8, steps
   c.train.log_every, c.train.eval_every, c.train.eval_batches, c.train.full_final_eval = 10, steps, 32, False

@@ -7,7 +7,7 @@
       --ssd_impl pallas --chunk 128                           # the Triton kernel, deviceless (needs jax[cuda12])
 
 Runs on a CPU host, no accelerator: a TPU target comes from libtpu's topology description, `h100`
-from jax's CUDA plugin with `hnet/targets/h100_sxm.txtpb`. Each layer kind (the Mamba2 mixer, the
+from jax's CUDA plugin with `hnet/gpu_targets/h100_sxm.txtpb`. Each layer kind (the Mamba2 mixer, the
 SSD scan alone, attention, SwiGLU) is lowered as `jax.vjp` of its forward with the output standing
 in for its cotangent (the backward of a training step, without the loss), on one chip, and
 compiled. The script prints XLA's FLOPs, bytes accessed, its estimated time (`optimal_seconds`,

@@ -14,7 +14,7 @@ import os
 import platform
 import time
 
-from configs.base import get_config
+from hnet.configs.base import get_config
 from hnet.data import pipeline
 
 

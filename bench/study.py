@@ -168,13 +168,13 @@ def ensure_entropy_lm(variant: str, root: str, data_dir: str = "") -> dict:
   if done is not None:
     return done
   v = VARIANTS[variant]
-  c = importlib.import_module("configs.entropy_lm").get_config("tiny" if variant == "tiny" else None)
+  c = importlib.import_module("hnet.configs.entropy_lm").get_config("tiny" if variant == "tiny" else None)
   c.data.seq_len, c.train.batch_size, c.data.data_dir = v["seq_len"], v["batch"], data_dir
   if variant == "tiny":
     c.train.num_steps = v["steps"]
   log.info("training the entropy LM for blt in %s", workdir)
   out = trainer.train_and_evaluate(c, workdir, progress=False)
-  blt = importlib.import_module("configs.blt").get_config("tiny" if variant == "tiny" else None)
+  blt = importlib.import_module("hnet.configs.blt").get_config("tiny" if variant == "tiny" else None)
   blt.data.seq_len, blt.train.batch_size, blt.data.data_dir = v["seq_len"], v["batch"], data_dir
   blt.model.entropy_model = workdir
   theta = calibrate_entropy.calibrate(blt, batches=2 if variant == "tiny" else 64)

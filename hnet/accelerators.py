@@ -2,7 +2,7 @@
 
 TPU slices come from libtpu's topology descriptions (`pip install "jax[tpu]"`), NVIDIA GPUs from
 jax's CUDA plugin (`pip install -e ".[cuda]"`) with an XLA GPU target config kept in
-`hnet/targets/*.txtpb`. Neither needs the hardware: `jax.jit(...).lower(...).compile()` against
+`hnet/gpu_targets/*.txtpb`. Neither needs the hardware: `jax.jit(...).lower(...).compile()` against
 these devices is an ahead-of-time compile for the real chip.
 
 TPU names follow Cloud TPU: `v4-N` and `v5p-N` count TensorCores (two per chip), `v5e-N`
@@ -15,7 +15,7 @@ import re
 
 import jax
 
-_TARGET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets")
+_TARGET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_targets")
 GiB = 2**30
 
 
@@ -38,7 +38,7 @@ TPU_GENERATIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class GpuModel:
-  target_config: str  # file in hnet/targets/
+  target_config: str  # file in hnet/gpu_targets/
   memory_bytes: int  # device_memory_size of that file
   peak_flops: float  # dense bf16
 

@@ -17,7 +17,7 @@ LAYERS = (
                "hnet.loss", "hnet.flops")),
     ("train", ("hnet.trainer", "hnet.optim", "hnet.checkpoint", "hnet.metrics", "hnet.runs", "hnet.aot",
                "hnet.accelerators", "hnet.data", "hnet.distributed", "hnet.cli")),
-    ("tools", ("hnet.evals", "hnet.evaluation", "hnet.convert", "hnet.torch_files", "hnet.calibrate_entropy")),
+    ("tools", ("hnet.evals", "hnet.convert", "hnet.torch_files", "hnet.calibrate_entropy")),
 )
 
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from hnet.data import builders, pipeline
-from tests.test_data_helpers import data_config, write_jsonl
+from tests.helpers import data_config, write_jsonl
 
 # Figures from hnet/data/builtin/SOURCES.md.
 BUILTIN = {"train": {"documents": 4345, "bytes": 22_382_986}, "validation": {"documents": 221, "bytes": 1_288_305}}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hnet.data import pipeline
-from tests.test_data_helpers import data_config, doc_id, documents, pieces, target_bytes, write_jsonl
+from tests.helpers import data_config, doc_id, documents, pieces, target_bytes, write_jsonl
 
 L = 32
 N_DOCS = 60
@@ -240,3 +240,10 @@ def test_prepared_tfds_dataset_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"data.text_key='body' is not a feature of lm1b \(features: \['text'\]\)"):
       pipeline.make_eval_iterator(c, split="test", global_batch_size=2, process_index=0, process_count=1)
   assert "tensorflow" not in sys.modules
+
+
+def test_pieces_helper():
+  # Row tokens [BOS a EOS BOS b]: the second piece's last token is only a target.
+  batch = {"inputs": np.array([[254, 97, 255, 254]]), "targets": np.array([[97, 255, 254, 98]]),
+           "segment_ids": np.array([[1, 1, 1, 2]]), "loss_mask": np.array([[1, 1, 0, 1]])}
+  assert pieces(batch) == [bytes([254, 97, 255]), bytes([254, 98])]

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from hnet.data import sources
-from tests.test_data_helpers import write_jsonl
+from tests.helpers import write_jsonl
 
 
 def test_resolve_files_globs_and_directories(tmp_path):

@@ -17,12 +17,12 @@ import numpy as np
 import optax
 import pytest
 
-from hnet import BOS_ID, EOS_ID, evaluation, sharding, trainer
+from hnet import BOS_ID, EOS_ID, sharding, trainer
 from hnet.checkpoint import Checkpointer
 from hnet.config import model_config_from_dict
 from hnet.data import bytes as doc_bytes
 from hnet import runs
-from hnet.evals import boundaries, bpb, documents, mc, packing, perturbations, robustness, sampling, scoring
+from hnet.evals import boundaries, commands, bpb, documents, mc, packing, perturbations, robustness, sampling, scoring
 from hnet.loss import LN2, ControllerState
 from hnet.optim import make_optimizer
 from tests.conftest import xla_flags
@@ -126,7 +126,7 @@ def test_clear_errors(run, tmp_path):
   with pytest.raises(ValueError, match="no such key"):
     runs.load(workdir, overrides={"eval.no_such_key": 1})
   with pytest.raises(ValueError, match="unknown command"):
-    evaluation.main("perplexity", workdir=workdir)
+    commands.main("perplexity", workdir=workdir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,21 +235,21 @@ def test_mc_loglik_matches_the_model_and_scores_items(loaded):
 
 def test_mc_reads_a_released_hellaswag_jsonl_whole(loaded):
   path = os.path.join(ROOT, "tests", "fixtures", "hellaswag_tiny.jsonl")
-  result, rows, _ = evaluation.run("mc", loaded, evaluation.Options(hellaswag_file=path))
+  result, rows, _ = commands.run("mc", loaded, commands.Options(hellaswag_file=path))
   assert result["num_items"] == 8 and result["num_choices"] == 4 and result["source"] == path  # every item
   assert rows[0]["task"] == "clean" and len(result["tasks"]) == len(loaded.config.eval.perturbations)
   assert " ± " in rows[0]["acc_norm"] and rows[-1]["task"] == "noised mean"
-  limited, _, _ = evaluation.run("mc", loaded, evaluation.Options(hellaswag_file=path, limit=3))
+  limited, _, _ = commands.run("mc", loaded, commands.Options(hellaswag_file=path, limit=3))
   assert limited["num_items"] == 3
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    evaluation.run("mc", loaded, evaluation.Options(hellaswag_file=path + ".missing"))
+    commands.run("mc", loaded, commands.Options(hellaswag_file=path + ".missing"))
 
 
 def test_robustness_table_has_a_row_per_model_and_a_chart(run, tmp_path):
   path = os.path.join(ROOT, "tests", "fixtures", "hellaswag_tiny.jsonl")
   printed = []
-  opts = evaluation.Options(workdirs=[run[0], run[0]], hellaswag_file=path, out=str(tmp_path / "r.json"))
-  result = evaluation.main("robustness", opts=opts, echo=printed.append)
+  opts = commands.Options(workdirs=[run[0], run[0]], hellaswag_file=path, out=str(tmp_path / "r.json"))
+  result = commands.main("robustness", opts=opts, echo=printed.append)
   assert [m["workdir"] for m in result["models"]] == [run[0], run[0]] and result["num_items"] == 8
   assert list(result["models"][0]["scores"]) == ["clean", *perturbations.PAPER_PERTURBATIONS]
   assert result["models"][0]["scores"] == result["models"][1]["scores"]  # same model, same items, same noise
@@ -257,7 +257,7 @@ def test_robustness_table_has_a_row_per_model_and_a_chart(run, tmp_path):
   assert table[0].startswith("| model | clean | antspeak |") and len(table) == 4
   assert (tmp_path / "r.png").stat().st_size > 0 and json.loads((tmp_path / "r.json").read_text())["metric"] == "acc_norm"
   with pytest.raises(ValueError, match="--metric"):
-    evaluation.main("robustness", opts=evaluation.Options(workdirs=[run[0]], hellaswag_file=path, metric="f1"))
+    commands.main("robustness", opts=commands.Options(workdirs=[run[0]], hellaswag_file=path, metric="f1"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_generate_is_batched_seeded_and_safe_to_print(loaded, tmp_path):
 
 def test_boundaries_write_a_report_that_matches_the_model(loaded, tmp_path):
   text = "Hello, wörld! Chunks appear here."
-  result, rows, terminal = evaluation.run("boundaries", loaded, evaluation.Options(text=text, out=str(tmp_path)))
+  result, rows, terminal = commands.run("boundaries", loaded, commands.Options(text=text, out=str(tmp_path)))
   for name in ("boundaries.html", "boundaries.txt", "boundary_probs.png"):
     assert (tmp_path / name).stat().st_size > 0
   assert "<html>" in (tmp_path / "boundaries.html").read_text(encoding="utf-8")
@@ -301,7 +301,7 @@ def test_boundaries_write_a_report_that_matches_the_model(loaded, tmp_path):
 
 def test_main_prints_a_table_and_writes_json(run, text_file):
   lines = []
-  result = evaluation.main("bpb", workdir=run[0], opts=evaluation.Options(text_file=text_file),
+  result = commands.main("bpb", workdir=run[0], opts=commands.Options(text_file=text_file),
                            echo=lines.append)
   path = os.path.join(run[0], "eval", "bpb_step2.json")
   with open(path, encoding="utf-8") as f:

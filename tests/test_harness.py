@@ -21,8 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 lm_eval = pytest.importorskip("lm_eval")  # the test extra installs it; a bare install skips these tests
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from hnet import BOS_ID, evaluation  # noqa: E402
-from hnet.evals import bpb, documents, mc_items, perturbations  # noqa: E402
+from hnet import BOS_ID  # noqa: E402
+from hnet.evals import bpb, commands, documents, mc_items, perturbations  # noqa: E402
 from hnet.evals.harness import TASKS_DIR, corpus_task, tasks  # noqa: E402
 from hnet.evals.harness.model import HNetEvalLM, cut_at_stops, generation_settings  # noqa: E402
 from hnet.loss import LN2  # noqa: E402
@@ -101,7 +101,7 @@ def test_lm_eval_hellaswag_clean_and_noised_equal_eval_py_mc(lm):
                                                  "hellaswag_local_drop_both"],
                                 task_manager=task_manager, bootstrap_iters=100, log_samples=False)
   results = out["results"]
-  result, rows, _ = evaluation.run("mc", lm.loaded, evaluation.Options(hellaswag_file=FIXTURE))
+  result, rows, _ = commands.run("mc", lm.loaded, commands.Options(hellaswag_file=FIXTURE))
   assert result["num_items"] == 8 and result["num_choices"] == 4 and rows[0]["task"] == "clean"
   ours = {"hellaswag_local": result["clean"]}
   ours.update({f"hellaswag_local_{t['perturbation']}": t for t in result["tasks"]})

@@ -11,27 +11,9 @@ from flax import nnx
 from hnet.layers.mamba2 import Mamba2, Mamba2Cache
 from hnet.layers.mamba2_ops import conv_silu, gated_rmsnorm
 from hnet.kernels.ssd_xla import run_ids, ssd_chunked, ssd_naive
+from tests.helpers import packed_segments, ssd_inputs
 
 Q = 16  # chunk size; every L below is deliberately not a multiple of it
-
-
-def ssd_inputs(B=2, L=45, H=4, P=8, G=1, N=16, seed=0, dt_shift=-2.0, A_range=(0.1, 1.0)):
-  """Random SSD inputs whose decays are slow enough that state (and any leak) survives many steps."""
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=(B, L, H, P))
-  dt = np.logaddexp(0.0, rng.normal(size=(B, L, H)) + dt_shift)  # softplus
-  A = -rng.uniform(*A_range, size=(H,))
-  Bm = rng.normal(size=(B, L, G, N)) / 4
-  Cm = rng.normal(size=(B, L, G, N)) / 4
-  S0 = rng.normal(size=(B, H, P, N))
-  return tuple(jnp.asarray(a, jnp.float32) for a in (x, dt, A, Bm, Cm, S0))
-
-
-def packed_segments(L):
-  """Two rows with different layouts: documents, a one-token document, trailing padding (0)."""
-  row0 = [1] * 17 + [2] * 20 + [3] * (L - 37 - 5) + [0] * 5
-  row1 = [4] * 5 + [5] + [6] * (L - 6)
-  return jnp.array([row0, row1], jnp.int32)
 
 
 def documents(seg_row):

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from hnet import sharding
-from tests.helpers import FAMILIES, forward, load_config, packed_batch, tiny_model
+from tests.helpers import FAMILIES, forward, load_config, loss_fn, packed_batch, tiny_model
 
 # (family, train flag): the delete gate differs between soft (train) and hard (eval) deletion.
 CASES = [(f, False) for f in FAMILIES] + [("mrt5", True), ("hnet_1stage", True)]
@@ -44,21 +44,11 @@ def test_documents_do_not_see_each_other():
   np.testing.assert_allclose(np.asarray(logits2)[doc2], np.asarray(logits)[doc2], atol=1e-5, rtol=0)
 
 
-def _loss_fn(model_state, graphdef, tokens, seg, train):
-  model = nnx.merge(graphdef, model_state)
-  logits, aux = model(tokens, seg, train=train)
-  targets = jnp.roll(tokens, -1, axis=1)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-  mask = (seg > 0).astype(jnp.float32)
-  loss = jnp.sum(ce * mask) / jnp.sum(mask) + 0.03 * sum(aux["router_losses"])
-  return loss, aux
-
-
 @pytest.mark.parametrize("family", ["hnet_1stage", "mrt5", "hnet_2stage"])
 def test_compiles_once_and_gradients_reach_router(family):
   model = tiny_model(family)
   graphdef, state = nnx.split(model)
-  step = jax.jit(jax.value_and_grad(_loss_fn, has_aux=True), static_argnums=(1, 4))
+  step = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=(1, 4))
   tokens, seg = packed_batch(2, 64, seed=3)
   (loss, aux), grads = step(state, graphdef, tokens, seg, True)
   tokens2, _ = packed_batch(2, 64, seed=4, text_like=False)  # different boundary counts
@@ -76,7 +66,7 @@ def test_capacity_overflow_reports_and_stays_finite():
   model = tiny_model("hnet_1stage", target_ratio=(16.0,), capacity_slack=1.0)
   graphdef, state = nnx.split(model)
   tokens, seg = packed_batch(2, 64, seed=5, text_like=False)
-  (loss, aux), grads = jax.jit(jax.value_and_grad(_loss_fn, has_aux=True), static_argnums=(1, 4))(
+  (loss, aux), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=(1, 4))(
       state, graphdef, tokens, seg, True)
   overflow = float(aux["metrics"]["stage0/overflow_frac"])
   assert 0 < overflow < 1

@@ -135,7 +135,7 @@ def test_model_loss_and_gradients_equal_xla(impl):
   # configs/default.py at tiny width: window-15 encoder/decoder at L = 256 and the inner Transformer at
   # the chunk capacity 128, scanned (interpret mode on CPU for splash).
   from tests.helpers import packed_batch, tiny_model  # pylint: disable=import-outside-toplevel
-  from tests.test_model import _loss_fn  # pylint: disable=import-outside-toplevel
+  from tests.helpers import loss_fn as _loss_fn  # pylint: disable=import-outside-toplevel
   tokens, seg = packed_batch(2, 256, seed=1)
 
   def loss_and_grads(attention_impl):

@@ -13,7 +13,7 @@ from hnet.config import model_config_from_dict
 from hnet.kernels.ssd import ssd_pallas
 from hnet.layers.mamba2 import Mamba2
 from hnet.kernels.ssd_xla import ssd_naive
-from tests.test_mamba2 import packed_segments, ssd_inputs
+from tests.helpers import packed_segments, ssd_inputs
 
 L = 45  # not a multiple of the chunk: the last chunk is padded
 

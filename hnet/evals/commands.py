@@ -1,4 +1,4 @@
-"""eval.py's library side: load a checkpoint, run one evaluation, print a table, write JSON.
+"""eval.py's commands (its library side): load a checkpoint, run one evaluation, print a table, write JSON.
 
 Commands (hnet/evals/*): `bpb` (bits/byte, per-stage compression), `noise` (bits/byte of a
 clean continuation after a noised context), `mc` (multiple-choice accuracy, clean and
