@@ -224,7 +224,8 @@ class Interrupted(Exception):
 
 def train_and_measure(run: Run, c, workdir: str, *, noise: bool = True) -> dict:
   """Trains (or resumes) the run, evaluates it, writes and returns `<workdir>/result.json`."""
-  from hnet.evals import bpb, loading, robustness  # pylint: disable=import-outside-toplevel
+  from hnet import runs  # pylint: disable=import-outside-toplevel
+  from hnet.evals import bpb, robustness  # pylint: disable=import-outside-toplevel
   from hnet.evals import documents  # pylint: disable=import-outside-toplevel
   done = _finished(workdir)
   if done is not None:
@@ -237,7 +238,7 @@ def train_and_measure(run: Run, c, workdir: str, *, noise: bool = True) -> dict:
     raise Interrupted(f"{run.name} stopped at step {out['step']} of {c.train.num_steps} ({out['stopped']}); "
                       "run the study again to resume it")
   model_cfg = model_config_from_dict(c.model)
-  loaded = loading.load(workdir)
+  loaded = runs.load(workdir)
   final = bpb.evaluate(loaded)  # eval.bpb_batches: the whole split (exact) in the CPU study
   train_rows, _ = _train_metrics(workdir)
   rates = [r["train/bytes_per_second"] for r in train_rows if "train/bytes_per_second" in r]

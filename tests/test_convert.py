@@ -28,7 +28,7 @@ from bench.param_counts import OFFICIAL_PARAMS
 from hnet import convert, generate, trainer
 from hnet.checkpoint import Checkpointer
 from hnet.config import model_config_from_dict
-from hnet import runs as loading
+from hnet import runs
 from hnet.model import HNetLM, count_params
 from hnet.torch_files import TensorRef, UnsafeFileError, read_state_dict
 from tests.helpers import load_config
@@ -289,7 +289,7 @@ def test_converted_checkpoint_loads_for_eval(tmp_path, reference):
   assert out["parameters"] == 158_472 and out["capacity_slack"] == 2.0
   with pytest.raises(ValueError, match="already holds checkpoints"):
     convert.convert_file(WEIGHTS, _fixture_config(), workdir)
-  loaded = loading.load(workdir)
+  loaded = runs.load(workdir)
   assert loaded.step == 0 and loaded.config.model.capacity_slack == 2.0
   logits, _ = _forward_both(loaded.model, reference)["single"]
   np.testing.assert_allclose(logits, reference["single_logits"], atol=1e-4, rtol=0)
@@ -327,7 +327,7 @@ def test_parameters_only_checkpoint_starts_a_fine_tune(tmp_path):
   convert.write_checkpoint(workdir, start, json.loads(c.to_json_best_effort()))
   result = trainer.train_and_evaluate(c, workdir, progress=False, stop_after=1)
   assert result["step"] == 1 and np.isfinite(result["train"]["loss"])
-  after = nnx.state(loading.load(workdir).model, nnx.Param)
+  after = nnx.state(runs.load(workdir).model, nnx.Param)
   seed0 = nnx.state(HNetLM(model_cfg, rngs=nnx.Rngs(params=0)), nnx.Param)
   diff = lambda a, b: max(jax.tree.leaves(jax.tree.map(  # noqa: E731
       lambda x, y: float(np.abs(np.asarray(x) - np.asarray(y)).max()), a, b)))
