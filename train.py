@@ -12,8 +12,10 @@ import logging
 import os
 import sys
 
+from hnet.accelerators import GPU_MEMORY_FRACTION  # imports jax; its GPU backend starts later, reading this
+
 # JAX takes 75% of a GPU's memory by default; a training process owns the GPU (`--aot` checks against this).
-os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(GPU_MEMORY_FRACTION))
 
 from absl import app, flags
 from absl import logging as absl_logging

@@ -114,9 +114,6 @@ class Checkpointer:
       raise FileNotFoundError(f"no checkpoint under {self.directory}")
     return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
