@@ -25,7 +25,6 @@ import argparse
 import copy
 import datetime
 import functools
-import importlib.metadata
 import json
 import os
 import re
@@ -99,24 +98,15 @@ def device_slug(device) -> str:
 
 def environment() -> dict:
   device = jax.devices()[0]
-  dists = ("jax", "jaxlib", "flax", "optax", "libtpu", "jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin",
-           "jax-cuda13-pjrt", "nvidia-cudnn-cu12", "nvidia-cudnn-cu13", "nvidia-cuda-runtime-cu12",
-           "nvidia-cuda-runtime", "nvidia-cublas")
-  versions = {}
-  for dist in dists:
-    try:
-      versions[dist] = importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-      pass
   stats = device.memory_stats() or {}
   out = {"platform": device.platform, "device_kind": device.device_kind, "device": generation.device_name(device),
          "device_count": jax.device_count(), "process_count": jax.process_count(), "python": sys.version.split()[0],
-         "versions": versions, "memory_bytes_limit": stats.get("bytes_limit"), "cpus": os.cpu_count()}
+         "versions": train_step.versions(), "memory_bytes_limit": stats.get("bytes_limit"), "cpus": os.cpu_count()}
   try:
     from jax._src.lib import cuda_versions  # pylint: disable=import-outside-toplevel  (no public API for these)
     if cuda_versions is not None:
-      out["cuda"] = {k: getattr(cuda_versions, k)() for k in ("cuda_runtime_get_version", "cudnn_get_version",
-                                                                 "cuda_driver_get_version") if hasattr(cuda_versions, k)}
+      names = ("cuda_runtime_get_version", "cudnn_get_version", "cuda_driver_get_version")
+      out["cuda"] = {k: getattr(cuda_versions, k)() for k in names if hasattr(cuda_versions, k)}
   except Exception as e:  # pylint: disable=broad-except
     out["cuda"] = _error(e)
   return out

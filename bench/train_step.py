@@ -164,9 +164,11 @@ def suite_configs(batch: int, variant: str | None) -> dict:
 
 
 def versions() -> dict:
-  """jax, jaxlib and whichever accelerator plugins are installed."""
+  """jax, jaxlib, flax, optax and whichever accelerator plugins and CUDA libraries are installed."""
   out = {"jax": jax.__version__}
-  for dist in ("jaxlib", "libtpu", "jax-cuda12-plugin", "jax-cuda13-plugin"):
+  for dist in ("jaxlib", "flax", "optax", "libtpu", "jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin",
+               "jax-cuda13-pjrt", "nvidia-cudnn-cu12", "nvidia-cudnn-cu13", "nvidia-cuda-runtime-cu12",
+               "nvidia-cuda-runtime", "nvidia-cublas"):
     try:
       out[dist] = importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:

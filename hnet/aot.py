@@ -56,8 +56,8 @@ class Report:
 
   @property
   def total_bytes(self) -> int:
-    buffers = self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
-    return max(buffers, self.peak_bytes) + self.code_bytes
+    return _plan_total(self.argument_bytes, self.output_bytes, self.alias_bytes, self.temp_bytes, self.peak_bytes,
+                       self.code_bytes)
 
   @property
   def fixed_bytes(self) -> int:
@@ -156,10 +156,16 @@ def _bytes_per_device(tree) -> int:
   return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
+def _plan_total(argument: int, output: int, alias: int, temp: int, peak: int, code: int) -> int:
+  """Memory per device (module docstring): live buffers or XLA's reported peak, whichever is larger, + code."""
+  return max(argument + output - alias + temp, peak) + code
+
+
 def planned_bytes(mem) -> int:
   """Bytes per device of XLA's allocation plan (`compiled.memory_analysis()`), as `Report.total_bytes`."""
-  buffers = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
-  return max(buffers, getattr(mem, "peak_memory_in_bytes", 0) or 0) + mem.generated_code_size_in_bytes
+  return _plan_total(mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.alias_size_in_bytes,
+                     mem.temp_size_in_bytes, getattr(mem, "peak_memory_in_bytes", 0) or 0,
+                     mem.generated_code_size_in_bytes)
 
 
 def cudnn_attention_calls(hlo_text: str) -> int:

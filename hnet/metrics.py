@@ -7,15 +7,12 @@ import jax
 from hnet.accelerators import PEAK_FLOPS_BY_KIND
 from hnet.loss import LN2
 
-# Dense bf16 peak FLOP/s per device kind, used for MFU. Unknown devices (CPU) report no MFU.
-PEAK_FLOPS = PEAK_FLOPS_BY_KIND
-
 
 def device_peak_flops(device: jax.Device | None = None) -> tuple[float | None, str]:
   """(peak FLOP/s, device kind) for MFU; None where the peak is unknown (e.g. CPU)."""
   device = device or jax.devices()[0]
   kind = getattr(device, "device_kind", str(device))
-  for name, peak in PEAK_FLOPS.items():
+  for name, peak in PEAK_FLOPS_BY_KIND.items():  # unknown devices (CPU) report no MFU
     if name.lower() in kind.lower():
       return peak, kind
   return None, kind

@@ -130,5 +130,6 @@ def _robustness(workdirs: list[str], overrides: dict | None, opts: Options, echo
        f"{len(workdirs)} model(s)")
   echo(report.markdown_table(robustness_report.rows(result)))  # the table first: a failed write loses nothing
   path = opts.out or os.path.join(workdirs[0], "eval", "robustness.json")
-  echo(f"wrote {report.write_json(path, result)} and {robustness_report.plot(result, path[:-5] + '.png')}")
+  chart = robustness_report.plot(result, os.path.splitext(path)[0] + ".png")
+  echo(f"wrote {report.write_json(path, result)} and {chart}")
   return result

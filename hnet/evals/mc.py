@@ -24,8 +24,10 @@ def loglik_fn(loaded: Loaded, with_greedy: bool = False, progress: str | None = 
 
   def fn(contexts: Sequence[bytes], continuations: Sequence[bytes]):
     packed = packing.pack(robustness.segments(contexts, continuations, c.data.seq_len), c.data.seq_len)
-    nll, greedy = scoring.segment_nll_and_greedy(scorer, packed, B, progress)
-    return (-nll, greedy) if with_greedy else -nll
+    if with_greedy:
+      nll, greedy = scoring.segment_nll_and_greedy(scorer, packed, B, progress)
+      return -nll, greedy
+    return -scoring.segment_nll(scorer, packed, B, progress)
 
   return fn
 

@@ -222,10 +222,10 @@ def items_from_hellaswag(records: Iterable[dict[str, Any]]) -> list[MCItem]:
   return items
 
 
-def read_hellaswag_jsonl(path: str, limit: int = -1) -> list[MCItem]:
-  """Items of a released-format HellaSwag jsonl (e.g. hellaswag_val.jsonl); all of them unless `limit`."""
+def read_jsonl(path: str, what: str) -> list[dict]:
+  """The records of a jsonl file (blank lines skipped); a missing file or a bad line is one clear error."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"HellaSwag file {path!r} does not exist")
+    raise FileNotFoundError(f"{what} {path!r} does not exist")
   records = []
   with open(path, encoding="utf-8") as f:
     for n, line in enumerate(f, 1):
@@ -234,7 +234,20 @@ def read_hellaswag_jsonl(path: str, limit: int = -1) -> list[MCItem]:
           records.append(json.loads(line))
         except json.JSONDecodeError as e:
           raise ValueError(f"{path}:{n}: not a JSON line ({e.msg})") from None
-  items = items_from_hellaswag(records)
+  return records
+
+
+def read_hellaswag_jsonl(path: str, limit: int = -1) -> list[MCItem]:
+  """Items of a released-format HellaSwag jsonl (e.g. hellaswag_val.jsonl); all of them unless `limit`."""
+  items = items_from_hellaswag(read_jsonl(path, "HellaSwag file"))
   if not items:
     raise ValueError(f"{path}: no labelled HellaSwag records")
+  return items if limit < 0 else items[:limit]
+
+
+def read_corpus_jsonl(path: str, limit: int = -1) -> list[MCItem]:
+  """Items written by `python -m hnet.evals.harness.corpus_task` (`{"context", "choices", "label"}`, the
+  choices with their leading space, so no delimiter); all of them unless `limit`."""
+  items = [MCItem(r["context"], tuple(r["choices"]), int(r["label"]))
+           for r in read_jsonl(path, "corpus multiple-choice file")]
   return items if limit < 0 else items[:limit]

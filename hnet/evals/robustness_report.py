@@ -9,7 +9,6 @@ a released HellaSwag jsonl, a corpus task written by `python -m hnet.evals.harne
 lm-eval's on the same items; the metric is `acc_norm` unless `--metric` says otherwise. A PNG bar
 chart is written beside the JSON.
 """
-import json
 import os
 from typing import Sequence
 
@@ -20,22 +19,12 @@ from hnet.evals import documents, mc, mc_items
 from hnet.evals.perturbations import PAPER_PERTURBATIONS
 
 
-def read_corpus_items(path: str) -> list[mc_items.MCItem]:
-  """Items of a corpus task jsonl (`{"context", "choices", "label"}`; choices carry their leading space)."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"corpus multiple-choice file {path!r} does not exist")
-  with open(path, encoding="utf-8") as f:
-    return [mc_items.MCItem(r["context"], tuple(r["choices"]), int(r["label"]))
-            for r in map(json.loads, filter(str.strip, f))]
-
-
 def items_for(loaded: runs.Loaded, hellaswag_file: str | None, corpus_mc_file: str | None,
               limit: int = -1) -> tuple[list[mc_items.MCItem], str]:
   if hellaswag_file:
     return mc_items.read_hellaswag_jsonl(hellaswag_file, limit), hellaswag_file
   if corpus_mc_file:
-    items = read_corpus_items(corpus_mc_file)
-    return (items if limit < 0 else items[:limit]), corpus_mc_file
+    return mc_items.read_corpus_jsonl(corpus_mc_file, limit), corpus_mc_file
   c = loaded.config
   texts = documents.as_text(documents.load(c.data, split=c.data.eval_split, limit=c.eval.num_documents))
   return mc.document_items(texts, c), f"{c.data.dataset}:{c.data.eval_split} ({len(texts)} documents)"
