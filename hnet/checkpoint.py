@@ -23,6 +23,25 @@ from hnet.optim import path_names
 log = logging.getLogger(__name__)
 
 
+def param_shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """Parameter name (its path) -> shape, of arrays, ShapeDtypeStructs or a checkpoint's array metadata."""
+  return {path_names(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_param_shapes(saved: Any, model: Any, where: str) -> None:
+  """A one-line ValueError `<where>: ...` naming the first parameter (by name) that the checkpoint's tree
+  `saved` and the model's tree `model` do not both hold with one shape."""
+  have, want = param_shapes(saved), param_shapes(model)
+  for name in sorted(set(have) | set(want)):
+    if name not in have:
+      raise ValueError(f"{where}: parameter {'/'.join(name)} is missing from the checkpoint")
+    if name not in want:
+      raise ValueError(f"{where}: the model has no parameter {'/'.join(name)}")
+    if have[name] != want[name]:
+      raise ValueError(f"{where}: parameter {'/'.join(name)} has shape {have[name]} in the checkpoint "
+                       f"but {want[name]} in the model")
+
+
 def _grain_args():
   import grain  # pylint: disable=import-outside-toplevel
   return grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointRestore
@@ -75,37 +94,51 @@ class Checkpointer:
     return None
 
   def _state_tree(self, step: int):
-    """The saved `state` item's tree of array metadata (None when it cannot be read)."""
+    """The saved `state` item's tree of array metadata; a one-line ValueError when it cannot be read."""
     try:
       meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(self.directory) / str(step) / "state")
-    except Exception:  # pylint: disable=broad-except  (unfinished or foreign directory)
-      return None
+    except Exception as e:  # pylint: disable=broad-except  (unfinished or foreign directory)
+      raise ValueError(f"checkpoint step {step} under {self.directory} has no readable train state "
+                       f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return getattr(meta, "tree", meta)
 
   def params_only(self, step: int) -> bool:
     """True when checkpoint `step` holds model parameters and nothing else (written by hnet.convert)."""
-    tree = self._state_tree(step)
+    try:
+      tree = self._state_tree(step)
+    except ValueError:
+      return False
     return isinstance(tree, dict) and set(tree) == {"params"}
 
-  def restore_params(self, abstract_params: Any) -> tuple[Any, int] | None:
-    """(params, step) of the newest parameters-only checkpoint, placed as `abstract_params` (ShapeDtypeStructs
-    with shardings) says, or None when there is none. A parameter that differs is a one-line ValueError."""
-    steps = [s for s in self.all_steps()[::-1] if self.params_only(s)]
-    if not steps:
-      return None
-    step = steps[0]
-    shapes = lambda tree: {path_names(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-    have, want = shapes(self._state_tree(step)["params"]), shapes(abstract_params)
-    where = f"parameters at step {step} under {self.directory} do not fit the model of this config"
-    for name in sorted(set(have) | set(want)):
-      if have.get(name) != want.get(name):
-        raise ValueError(f"{where}: {'/'.join(name)} has shape {have.get(name)} there, {want.get(name)} here")
+  def restore_params(self, abstract_params: Any, step: int | None = None) -> tuple[Any, int] | None:
+    """(params, step): only the parameters of checkpoint `step` (orbax partial restore: no optimizer state, no
+    data iterator), placed as `abstract_params` (ShapeDtypeStructs with shardings) says.
+
+    Without `step`: the newest parameters-only checkpoint (fine-tuning), or None when there is none.
+    A parameter that differs from the model's, or a checkpoint that does not read back, is a one-line ValueError.
+    """
+    if step is None:
+      steps = [s for s in self.all_steps()[::-1] if self.params_only(s)]
+      if not steps:
+        return None
+      step = steps[0]
+      where = f"parameters at step {step} under {self.directory} do not fit the model of this config"
+    else:
+      where = f"checkpoint step {step} under {self.directory} does not match the model built from its config"
+    saved = self._state_tree(step)
+    if not isinstance(saved, dict) or "params" not in saved:
+      raise ValueError(f"checkpoint step {step} under {self.directory} holds no 'params' (not written by train.py?)")
+    check_param_shapes(saved["params"], abstract_params, where)
     item = {"params": abstract_params}
     args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
                                   partial_restore=True)
     # A checkpointer of its own: restoring through the manager would bind `state` to a handler its saves refuse.
-    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
-      restored = reader.restore(epath.Path(self.directory) / str(step) / "state", args=args)
+    try:
+      with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+        restored = reader.restore(epath.Path(self.directory) / str(step) / "state", args=args)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"cannot restore step {step} from {self.directory}: {type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:300]}") from None
     return restored["params"], step
 
   def restore_config(self, step: int | None = None) -> dict:

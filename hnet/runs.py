@@ -14,8 +14,6 @@ from typing import Any, Sequence
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
-from etils import epath
 from flax import nnx
 from jax.sharding import NamedSharding
 
@@ -24,7 +22,6 @@ from hnet.checkpoint import Checkpointer
 from hnet.config import ModelConfig, model_config_from_dict
 from hnet.configs.stored import default_config, merge_config
 from hnet.model import HNetLM
-from hnet.optim import path_names
 
 log = logging.getLogger(__name__)
 
@@ -120,33 +117,6 @@ def read_config(ckpt: Checkpointer, workdir: str, step: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Restore
 # ---------------------------------------------------------------------------------------------
-def param_shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {path_names(p): tuple(x.shape) for p, x in leaves}
-
-
-def check_compatible(ckpt_dir: str, step: int, abstract_params: nnx.State) -> None:
-  """Raises a one-line ValueError when the saved parameters differ from the model's."""
-  try:
-    meta = ocp.PyTreeCheckpointHandler().metadata(epath.Path(ckpt_dir) / str(step) / "state")
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"checkpoint step {step} under {ckpt_dir} has no readable train state "
-                     f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-  saved = getattr(meta, "tree", meta)
-  if not isinstance(saved, dict) or "params" not in saved:
-    raise ValueError(f"checkpoint step {step} under {ckpt_dir} holds no 'params' (not written by train.py?)")
-  have, want = param_shapes(saved["params"]), param_shapes(abstract_params)
-  where = f"checkpoint step {step} under {ckpt_dir} does not match the model built from its config"
-  for name in sorted(set(have) | set(want)):
-    if name not in have:
-      raise ValueError(f"{where}: parameter {'/'.join(name)} is missing from the checkpoint")
-    if name not in want:
-      raise ValueError(f"{where}: the model has no parameter {'/'.join(name)}")
-    if have[name] != want[name]:
-      raise ValueError(f"{where}: parameter {'/'.join(name)} has shape {have[name]} in the checkpoint "
-                       f"but {want[name]} in the model")
-
-
 def load(workdir: str | None = None, *, checkpoint: str | None = None, step: int | None = None,
          overrides: dict | None = None, devices: Sequence[jax.Device] | None = None) -> Loaded:
   """Restores the parameters of a train.py checkpoint onto a mesh over `devices` (default: all local)."""
@@ -158,25 +128,11 @@ def load(workdir: str | None = None, *, checkpoint: str | None = None, step: int
     mesh = sharding.make_mesh(devices=devices if devices is not None else jax.local_devices())
     abstract = nnx.eval_shape(lambda: HNetLM(model_cfg, rngs=nnx.Rngs(params=0)))
     graphdef, abstract_params, _ = nnx.split(abstract, nnx.Param, ...)
-    check_compatible(ckpt_dir, step, abstract_params)
     params_sharding = sharding.param_shardings(abstract_params, mesh)
-    params = _restore_params(ckpt, step, abstract_params, params_sharding)
+    target = jax.tree.map(lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
+                          abstract_params, params_sharding, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    params, _ = ckpt.restore_params(target, step)
   finally:
     ckpt.close()
   log.info("restored step %d from %s onto %d device(s)", step, ckpt_dir, mesh.size)
   return Loaded(c, model_cfg, graphdef, params, params_sharding, mesh, step, workdir, ckpt_dir)
-
-
-def _restore_params(ckpt: Checkpointer, step: int, abstract_params: nnx.State, params_sharding) -> nnx.State:
-  """Only `params` of the saved train state, placed with `params_sharding`."""
-  target = jax.tree.map(lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
-                        abstract_params, params_sharding, is_leaf=lambda x: isinstance(x, nnx.Variable))
-  item = {"params": target}
-  args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                                partial_restore=True)
-  try:
-    restored = ckpt.manager.restore(step, args=ocp.args.Composite(state=args))
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f"cannot restore step {step} from {ckpt.directory}: {type(e).__name__}: "
-                     f"{str(e).splitlines()[0][:300]}") from None
-  return restored["state"]["params"]

@@ -22,7 +22,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from hnet import sharding
-from hnet.checkpoint import Checkpointer
+from hnet.checkpoint import Checkpointer, check_param_shapes
 from hnet.config import ModelConfig, model_config_from_dict
 from hnet.flops import flops_per_byte
 from hnet.loss import (LN2, ControllerState, cross_entropy, router_loss_weights, target_delete_rate,
@@ -149,11 +149,8 @@ def load_frozen_params(model_cfg: ModelConfig, params, params_sharding, mesh):
   except (FileNotFoundError, ValueError) as e:
     raise type(e)(f"{where}: {e}") from None
   target = params["backbone"]["router"]["entropy_lm"]
-  have, want = runs.param_shapes(loaded.params), runs.param_shapes(target)
-  if have != want:
-    name = next(n for n in sorted(set(have) | set(want)) if have.get(n) != want.get(n))
-    raise ValueError(f"{where}: its checkpoint does not match the entropy LM built from its config: parameter "
-                     f"{'/'.join(name)} has shape {have.get(name)} there but {want.get(name)} here")
+  check_param_shapes(loaded.params, target,
+                     f"{where}: its checkpoint does not match the entropy LM built from its config")
   with jax.set_mesh(mesh):
     params["backbone"]["router"]["entropy_lm"] = jax.device_put(
         loaded.params, params_sharding["backbone"]["router"]["entropy_lm"])

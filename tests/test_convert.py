@@ -302,7 +302,7 @@ def test_converted_checkpoint_loads_for_eval(tmp_path, reference):
     wider = model_config_from_dict(wider)
     other = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), convert.abstract_params(wider))
     assert ckpt.restore_params(abstract)[1] == 0
-    with pytest.raises(ValueError, match=r"do not fit the model of this config: backbone/inner/inner/main/"):
+    with pytest.raises(ValueError, match=r"do not fit the model of this config: parameter backbone/inner/inner/main/"):
       ckpt.restore_params(other)
   finally:
     ckpt.close()
