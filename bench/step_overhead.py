@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hnet.configs import hnet_1stage_L, hnet_2stage_L
-from hnet import accelerators, sharding, trainer
+from hnet import accelerators, routers, sharding, trainer
 from hnet.config import model_config_from_dict
 from hnet.flops import attention_context, flops_breakdown, flops_per_byte
 from hnet.optim import make_optimizer
@@ -115,7 +115,7 @@ def attention_kernel_flops(cfg, seq_len: int, batch: int, fwd_calls_per_layer: i
                            ) -> float:
   """FLOPs the splash kernels execute in one step: 4·K per pair and head forward, 10·K fused backward."""
   total = 0.0
-  for s, length in enumerate(cfg.stage_lengths(seq_len, train=True)):
+  for s, length in enumerate(routers.stage_lengths(cfg, seq_len, train=True)):
     st = cfg.stages[s]
     layers = sum(g.count for g in st.encoder + st.main + st.decoder if g.mixer == "attention")
     per_pair = st.head_dim * st.num_heads * (4 * fwd_calls_per_layer + 10 * bwd_calls_per_layer)

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 from hnet.configs import stored as stored_config
 
 SWIGLU_MULTIPLE = 128  # SwiGLU hidden widths round up to this (as the H-Net code does)
-ROUTERS = ("cosine", "delete_gate", "whitespace", "stride", "entropy", "none")
 ENTROPY_RULES = ("global", "monotonic")
 ATTENTION_IMPLS = ("auto", "splash", "default", "cudnn", "xla")  # hnet/layers/attention.py
 LAYER_LETTERS = "mMtT"
@@ -143,29 +142,19 @@ class ModelConfig:
   entropy_rule: str = "global"
 
   def __post_init__(self):
-    if self.router not in ROUTERS:
-      raise ValueError(f"model.router: unknown router {self.router!r}; choose one of {ROUTERS}")
+    # Which routers exist and what each needs is the model layer's registry (hnet/routers, `check`).
+    if not self.router:
+      raise ValueError("model.router is empty: name a router, or 'none' for a flat model")
     if len(self.stages) == 1 and self.router != "none":
       raise ValueError(f"model.router={self.router!r} needs a hierarchical layout such as "
                        "\"['m2', ['T4'], 'm2']\"; a flat layout like \"['T4']\" uses router='none'")
     if len(self.stages) > 1 and self.router == "none":
       raise ValueError("model.router='none' is the flat baseline: give a one-stage layout such as \"['T4']\"")
-    if self.router in ("whitespace", "entropy") and len(self.stages) > 2:
-      raise ValueError(f"model.router={self.router!r} reads the bytes: only one outer stage is supported")
-    if self.router == "entropy":
-      if self.entropy_lm is None:
-        raise ValueError("model.router='entropy' needs model.entropy_model: the work dir of a byte LM trained "
-                         "with configs/entropy_lm.py")
-      if self.entropy_lm.router != "none" or self.entropy_lm.vocab_size != self.vocab_size:
-        raise ValueError(f"model.entropy_model={self.entropy_model!r} is not a flat byte LM (its router is "
-                         f"{self.entropy_lm.router!r}): train one with configs/entropy_lm.py")
-      if self.entropy_rule not in ENTROPY_RULES:
-        raise ValueError(f"model.entropy_rule={self.entropy_rule!r}: use one of {ENTROPY_RULES}")
-    if self.router == "delete_gate":
-      inner = self.stages[1]
-      if len(self.stages) != 2 or any(g.mixer != "attention" for g in inner.main):
-        raise ValueError("model.router='delete_gate' soft-deletes through attention bias: the layout must "
-                         "have one outer stage and an attention-only main network (e.g. \"['m2', ['T4'], 'm2']\")")
+    if self.entropy_rule not in ENTROPY_RULES:
+      raise ValueError(f"model.entropy_rule={self.entropy_rule!r}: use one of {ENTROPY_RULES}")
+    if self.entropy_lm is not None and self.entropy_lm.vocab_size != self.vocab_size:
+      raise ValueError(f"model.entropy_model={self.entropy_model!r} has vocab_size {self.entropy_lm.vocab_size}, "
+                       f"this model {self.vocab_size}")
     for s, st in enumerate(self.stages):
       if st.d_model % st.num_heads:
         raise ValueError(f"model.d_model[{s}]={st.d_model} is not divisible by num_heads[{s}]={st.num_heads}")
@@ -235,17 +224,6 @@ class ModelConfig:
       budgets.append(length)
     return budgets
 
-  def stage_lengths(self, seq_len: int, *, train: bool = False) -> list[int]:
-    """Sequence length each stage runs at for `seq_len` bytes (static capacities).
-
-    The delete gate's soft (training) mode runs the inner network on every position.
-    """
-    lengths = [seq_len]
-    for s in range(self.num_stages - 1):
-      soft = train and self.router == "delete_gate"
-      lengths.append(lengths[-1] if soft else self.capacity(s, lengths[-1]))
-    return lengths
-
 
 def _per_stage(value, n: int, key: str, cast=int) -> tuple:
   values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
@@ -265,10 +243,14 @@ def entropy_lm_config(workdir: str) -> ModelConfig:
     with open(path, encoding="utf-8") as f:
       run_config = json.load(f)
     # Keys added to the config since that run take their defaults, as when eval.py loads it.
-    return model_config_from_dict(stored_config.merge_config(run_config, None, stored_config.default_config()).model)
+    lm = model_config_from_dict(stored_config.merge_config(run_config, None, stored_config.default_config()).model)
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"model.entropy_model={workdir!r}: incompatible config in {path} "
                      f"({type(e).__name__}: {e})") from None
+  if lm.router != "none":
+    raise ValueError(f"model.entropy_model={workdir!r} is not a flat byte LM (its router is {lm.router!r}): "
+                     "train one with configs/entropy_lm.py")
+  return lm
 
 
 def round_up(x: int, multiple: int) -> int:

@@ -14,6 +14,7 @@ Conventions (documented in docs/model.md):
 - A frozen sub-model (BLT's entropy LM) runs its forward pass only, in training too: with
   train=True it counts a third of its forward FLOPs, so that 3 x the total is a training step's.
 """
+from hnet import routers
 from hnet.config import LayerGroup, ModelConfig, StageConfig
 
 
@@ -52,9 +53,9 @@ def flops_breakdown(cfg: ModelConfig, seq_len: int, *, train: bool = False, basi
   included); basis='target' at exactly L / N (the useful work at the target ratio).
   """
   if basis == "capacity":
-    lengths = cfg.stage_lengths(seq_len, train=train)
+    lengths = routers.stage_lengths(cfg, seq_len, train=train)
   elif basis == "target":
-    soft = train and cfg.router == "delete_gate"
+    soft = train and routers.router_class(cfg.router).soft_in_training
     lengths = [seq_len]
     for st in cfg.stages[:-1]:
       lengths.append(lengths[-1] if soft else lengths[-1] / st.target_ratio)
@@ -72,10 +73,9 @@ def flops_breakdown(cfg: ModelConfig, seq_len: int, *, train: bool = False, basi
         add(f"stage{s}/{name}", f, length, group.count)
     if not st.is_innermost:
       add(f"stage{s}/residual_proj", 2 * st.d_model * st.d_model, length)
-      if cfg.router == "cosine":
-        add(f"stage{s}/router", 2 * 2 * st.d_model * st.d_model, length)
-      elif cfg.router == "delete_gate":
-        add(f"stage{s}/router", 2 * st.d_model, length)
+      router_flops = routers.router_class(cfg.router).flops_per_position(cfg, st)
+      if router_flops:
+        add(f"stage{s}/router", router_flops, length)
   out["lm_head"] = 2 * cfg.stages[0].d_model * cfg.vocab_size
   if cfg.entropy_lm is not None:
     out["stage0/entropy_lm"] = flops_per_byte(cfg.entropy_lm, seq_len, basis=basis) / (3 if train else 1)

@@ -16,12 +16,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hnet import BOS_ID, EOS_ID
+from hnet import routers
 from hnet.model import HNetLM
-from hnet.routers.cosine import CosineRouter
-from hnet.routers.delete_gate import DeleteGateRouter
-from hnet.routers.entropy import EntropyRouter, next_byte_entropy, starts_chunk
-from hnet.routers.stride import StrideRouter
-from hnet.routers.whitespace import WhitespaceRouter, spacelike
+from hnet.routers import ByteLMSteps
 from hnet.stack import Block, Stack
 from hnet.stage import Stage
 
@@ -40,20 +37,11 @@ class StageState(NamedTuple):
   inner: Any  # StageState of the next stage (outer stages)
   position_B: jax.Array  # positions seen at this stage
   chunks_B: jax.Array  # chunks started (capacity check)
-  prev_hidden_BD: jax.Array  # last encoder output (cosine router)
-  prev_token_B: jax.Array  # last byte (whitespace router)
   last_value_BD: jax.Array  # last smoothed / inner output (dechunking)
-  router: Any = None  # router-specific state (EntropyState)
+  router: Any = None  # the router's own state (`Router.init_decode`); it keeps inactive rows itself
 
 
-class EntropyState(NamedTuple):
-  """The entropy router's frozen LM state and the entropies of the two previous bytes."""
-  lm: StageState
-  h_prev_B: jax.Array
-  h_prev2_B: jax.Array
-
-
-ROW_FIELDS = ("position_B", "chunks_B", "prev_hidden_BD", "prev_token_B", "last_value_BD")
+ROW_FIELDS = ("position_B", "chunks_B", "last_value_BD")
 
 
 def _select_rows(active_B: jax.Array, new: "StageState", old: "StageState") -> "StageState":
@@ -143,58 +131,24 @@ def stack_step(stack: Stack, x_BD, position_B, caches: list, active_B):
 # ---------------------------------------------------------------------------------------------
 # Stages
 # ---------------------------------------------------------------------------------------------
-def init_stage_state(stage: Stage, batch: int, lengths: list[int], dtype) -> StageState:
+def init_stage_state(stage: Stage, batch: int, lengths: list[int], dtype, lm: ByteLMSteps) -> StageState:
   s = stage.index
   zeros_B = jnp.zeros((batch,), jnp.int32)
   if stage.is_innermost:
     return StageState(None, None, init_stack_cache(stage.main, batch, lengths[s], dtype), None,
-                      zeros_B, zeros_B, jnp.zeros((batch, 0)), zeros_B, jnp.zeros((batch, 0)))
+                      zeros_B, zeros_B, jnp.zeros((batch, 0)))
   d = stage.residual_proj.in_features
-  router = None
-  if isinstance(stage.router, EntropyRouter):
-    zeros_f = jnp.zeros((batch,), jnp.float32)
-    router = EntropyState(init_stage_state(stage.router.entropy_lm.backbone, batch, lengths, dtype), zeros_f, zeros_f)
   return StageState(
       encoder=init_stack_cache(stage.encoder, batch, lengths[s], dtype),
       decoder=init_stack_cache(stage.decoder, batch, lengths[s], dtype),
       main=None,
-      inner=init_stage_state(stage.inner, batch, lengths, dtype),
+      inner=init_stage_state(stage.inner, batch, lengths, dtype, lm),
       position_B=zeros_B, chunks_B=zeros_B,
-      prev_hidden_BD=jnp.zeros((batch, d), jnp.float32),
-      prev_token_B=zeros_B,
       last_value_BD=jnp.zeros((batch, d), jnp.float32),
-      router=router)
+      router=stage.router.init_decode(batch, d, lm))
 
 
-def _route(router, h_BD, st: StageState, token_B, active_B):
-  """(boundary_B, probability_B, router state) for the new position; the first position is a boundary."""
-  first_B = st.position_B == 0
-  if isinstance(router, CosineRouter):
-    p_B = jnp.where(first_B, 1.0, router.probability(st.prev_hidden_BD[:, None], h_BD[:, None])[:, 0])
-    return p_B > 0.5, p_B, st.router
-  if isinstance(router, EntropyRouter):  # decide from earlier entropies, then read this byte
-    lm = router.entropy_lm
-    es: EntropyState = st.router
-    b_B = first_B | starts_chunk(es.h_prev_B, es.h_prev2_B, st.position_B, rule=router.rule,
-                                 threshold=router.threshold)
-    y_BD, lm_state = stage_step(lm.backbone, lm.embed(token_B), token_B, es.lm, active_B, [])
-    h_B = jnp.where(active_B, next_byte_entropy(lm.lm_head(y_BD)), es.h_prev_B)
-    h_prev_B = jnp.where(active_B, es.h_prev_B, es.h_prev2_B)
-    return b_B, b_B.astype(jnp.float32), EntropyState(lm_state, h_B, h_prev_B)
-  if isinstance(router, DeleteGateRouter):
-    g_B = router.gate(h_BD[:, None])[:, 0]
-    b_B = first_B | (g_B > router.scale / 2)
-  elif isinstance(router, WhitespaceRouter):
-    prev_space_B = jnp.where(first_B, True, spacelike(st.prev_token_B))
-    b_B = first_B | (prev_space_B & ~spacelike(token_B))
-  elif isinstance(router, StrideRouter):
-    b_B = st.position_B % router.stride == 0
-  else:
-    raise TypeError(f"no step rule for router {type(router).__name__}")
-  return b_B, b_B.astype(jnp.float32), st.router
-
-
-def stage_step(stage: Stage, x_BD, token_B, st: StageState, active_B, budgets: list[int],
+def stage_step(stage: Stage, x_BD, token_B, st: StageState, active_B, budgets: list[int], lm: ByteLMSteps,
                rope_position_B=None):
   """Steps one position of every active row; returns (output_BD at the outer width, new state).
 
@@ -210,20 +164,20 @@ def stage_step(stage: Stage, x_BD, token_B, st: StageState, active_B, budgets: l
 
   h_BD, encoder = stack_step(stage.encoder, x_BD, st.position_B, st.encoder, active_B)
   res_BD = stage.residual_proj(h_BD)
-  boundary_B, p_B, router_state = _route(stage.router, h_BD, st, token_B, active_B)
+  boundary_B, p_B, router_state = stage.router.decode(h_BD, token_B, st.position_B, st.router, active_B, lm)
   boundary_B &= st.chunks_B < budgets[stage.index]
-  inner_position_B = st.position_B if isinstance(stage.router, DeleteGateRouter) else None
-  z_BD, inner = stage_step(stage.inner, h_BD, token_B, st.inner, active_B & boundary_B, budgets,
+  inner_position_B = st.position_B if stage.router.keeps_positions else None
+  z_BD, inner = stage_step(stage.inner, h_BD, token_B, st.inner, active_B & boundary_B, budgets, lm,
                            inner_position_B)
   z_BD = z_BD.astype(jnp.float32)
-  if isinstance(stage.router, CosineRouter):
+  if stage.router.smooths:
     rate_B = jnp.where(boundary_B, jnp.clip(p_B, 1e-4, 1 - 1e-4), 0.0)[:, None]
     value_BD = rate_B * z_BD + (1.0 - rate_B) * st.last_value_BD
   else:
     value_BD = jnp.where(boundary_B[:, None], z_BD, st.last_value_BD)
   y_BD, decoder = stack_step(stage.decoder, value_BD + res_BD, st.position_B, st.decoder, active_B)
   new = StageState(encoder, decoder, None, inner, st.position_B + 1, st.chunks_B + boundary_B.astype(jnp.int32),
-                   h_BD, token_B, value_BD, router_state)
+                   value_BD, router_state)
   return y_BD[:, : stage.d_outer], _select_rows(active_B, new, st)
 
 
@@ -236,18 +190,27 @@ class Decoder:
   def __init__(self, model: HNetLM, max_len: int):
     self.model = model
     self.max_len = max_len
-    self.lengths = model.cfg.stage_lengths(max_len)
-    self.budgets = model.cfg.document_budgets(max_len)
-    self.dtype = jnp.dtype(model.cfg.dtype)
+    self.lm_steps = byte_lm_steps(max_len, jnp.dtype(model.cfg.dtype))
 
   def init(self, batch: int) -> StageState:
-    return init_stage_state(self.model.backbone, batch, self.lengths, self.dtype)
+    return self.lm_steps.init(self.model, batch)
 
   def step(self, token_B: jax.Array, state: StageState) -> tuple[jax.Array, StageState]:
-    x_BD = self.model.embed(token_B)
-    active_B = jnp.ones(token_B.shape, bool)
-    y_BD, state = stage_step(self.model.backbone, x_BD, token_B, state, active_B, self.budgets)
-    return self.model.lm_head(y_BD).astype(jnp.float32), state
+    return self.lm_steps.step(self.model, token_B, state, jnp.ones(token_B.shape, bool))
+
+
+def byte_lm_steps(max_len: int, dtype) -> ByteLMSteps:
+  """Cached stepping of any HNetLM up to `max_len` bytes: the model's own, and routers' byte LMs (BLT)."""
+  def init(lm: HNetLM, batch: int) -> StageState:
+    return init_stage_state(lm.backbone, batch, routers.stage_lengths(lm.cfg, max_len), dtype, steps)
+
+  def step(lm: HNetLM, token_B, state: StageState, active_B) -> tuple[jax.Array, StageState]:
+    y_BD, state = stage_step(lm.backbone, lm.embed(token_B), token_B, state, active_B,
+                             lm.cfg.document_budgets(max_len), steps)
+    return lm.lm_head(y_BD).astype(jnp.float32), state
+
+  steps = ByteLMSteps(init, step)
+  return steps
 
 
 def step_logits(model: HNetLM, tokens_BL: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Next-byte cross-entropy over packed rows, router losses and the MrT5 PI controller."""
+"""Next-byte cross-entropy over packed rows and the MrT5 PI controller (the delete gate's loss weight)."""
 # pylint: disable=invalid-name
 import math
 from typing import NamedTuple
@@ -6,8 +6,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-
-from hnet.config import ModelConfig
 
 LN2 = math.log(2.0)
 
@@ -38,19 +36,3 @@ def update_controller(state: ControllerState, delete_rate: jax.Array, target: fl
   p = 0.9 * state.p + 0.1 * kp * err
   i = state.i + ki * err
   return ControllerState(p, i, jnp.maximum(0.0, p + i))
-
-
-def router_loss_weights(cfg: ModelConfig, ratio_loss_weight: float, controller: ControllerState
-                        ) -> tuple[jax.Array, ...]:
-  """Weight of each outer stage's router loss: alpha for H-Net's ratio loss, the PI output for MrT5."""
-  n = cfg.num_stages - 1
-  if cfg.router == "cosine":
-    return (jnp.float32(ratio_loss_weight),) * n
-  if cfg.router == "delete_gate":
-    return (controller.alpha,) * n
-  return (jnp.float32(0.0),) * n
-
-
-def target_delete_rate(cfg: ModelConfig) -> float:
-  """The delete gate keeps 1/N of the positions."""
-  return 1.0 - 1.0 / cfg.stages[0].target_ratio

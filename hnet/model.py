@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hnet import routers
 from hnet.config import ModelConfig
 from hnet.routers import entropy as entropy_router
 from hnet.stage import Stage
@@ -17,6 +18,7 @@ class HNetLM(nnx.Module):
   """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    routers.check(cfg)  # the router exists and the config holds what it needs
     self.cfg = cfg
     d0 = cfg.stages[0].d_model
     with nnx.use_eager_sharding(False):

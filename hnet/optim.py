@@ -4,13 +4,12 @@ import math
 import jax
 import optax
 
+from hnet import routers
 from hnet.config import ModelConfig
 from hnet.model import stage_of_param
 
 # Parameters named like these get no weight decay: norms, biases, embeddings, Mamba2's A/D/dt.
 NO_DECAY_NAMES = ("bias", "b", "conv_bias", "dt_bias", "A_log", "D", "embedding", "pad_dimension", "weight")
-# Sub-models whose parameters stay as loaded (BLT's entropy LM): no update, no optimizer state.
-FROZEN_MODULES = ("entropy_lm",)
 
 
 def path_names(path) -> tuple[str, ...]:
@@ -27,7 +26,10 @@ def path_names(path) -> tuple[str, ...]:
 
 
 def is_frozen(path) -> bool:
-  return any(name in FROZEN_MODULES for name in path_names(path))
+  """Inside a router's frozen sub-model (`Router.frozen`, e.g. BLT's entropy LM): no update, no optimizer state."""
+  names = path_names(path)
+  frozen = {m for cls in routers.REGISTRY.values() for m in cls.frozen}
+  return any(a == "router" and b in frozen for a, b in zip(names, names[1:]))
 
 
 def decay_mask(params):

@@ -32,7 +32,6 @@ class Stage(nnx.Module):
   def __init__(self, cfg: ModelConfig, index: int, *, rngs: nnx.Rngs):
     st = cfg.stages[index]
     self.index = index
-    self.router_name = cfg.router
     self.is_innermost = st.is_innermost
     d_outer = cfg.stages[index - 1].d_model if index else st.d_model
     self.d_outer = d_outer
@@ -107,18 +106,18 @@ class Stage(nnx.Module):
         x_BMD = chunking.downsample(h_BLD, chunks)
       # MrT5 keeps the byte positions of the kept positions (RoPE); H-Net counts chunks.
       inner_positions_BM = (jnp.take_along_axis(positions_BL, chunks.start_BM, axis=1)
-                            if self.router_name == "delete_gate" else None)
+                            if self.router.keeps_positions else None)
       with jax.named_scope(f"stage{self.index + 1}"):
         z_BMD, inner_stats = self.inner(x_BMD, chunks.segment_ids_BM, owner_ids_BL=chunks.owner_BM,
                                         positions_BL=inner_positions_BM, train=train)
       with jax.named_scope("dechunk"):
-        if self.router_name == "cosine":
+        if self.router.smooths:
           prob_BM = jnp.take_along_axis(routing.prob_BL, chunks.start_BM, axis=1)
           z_BMD = chunking.smooth(z_BMD, prob_BM, chunks)
         up_BLD = chunking.upsample(z_BMD.astype(jnp.float32), chunks)
 
     with jax.named_scope("dechunk"):
-      if self.router_name == "cosine":
+      if self.router.smooths:
         confidence_BL = jnp.maximum(routing.prob_BL, 1.0 - routing.prob_BL)
         up_BLD = up_BLD * straight_through(confidence_BL)[..., None]
     with jax.named_scope("residual_proj"):

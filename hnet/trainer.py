@@ -25,8 +25,8 @@ from hnet import sharding
 from hnet.checkpoint import Checkpointer, check_param_shapes
 from hnet.config import ModelConfig, model_config_from_dict
 from hnet.flops import flops_per_byte
-from hnet.loss import (LN2, ControllerState, cross_entropy, router_loss_weights, target_delete_rate,
-                       update_controller)
+from hnet import routers
+from hnet.loss import LN2, ControllerState, cross_entropy
 from hnet.metrics import EvalTotals, MetricWriter, device_peak_flops
 from hnet.model import HNetLM, count_params
 from hnet.optim import is_frozen, make_optimizer, stage_lr_multipliers
@@ -58,10 +58,10 @@ def loss_and_stats(params, graphdef, batch, weights, *, train: bool):
 
 def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
   accum = c.train.grad_accum_steps
-  delete_target = target_delete_rate(model_cfg) if model_cfg.router == "delete_gate" else 0.0
+  router_cls = routers.router_class(model_cfg.router)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    weights = router_loss_weights(model_cfg, c.opt.ratio_loss_weight, state.controller)
+    weights = (router_cls.loss_weight(c.opt.ratio_loss_weight, state.controller),) * (model_cfg.num_stages - 1)
     total_count = jnp.maximum(jnp.sum(batch["loss_mask"]), 1.0)
 
     def objective(params, micro):
@@ -90,10 +90,9 @@ def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
     with jax.named_scope("optimizer"):
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = jax.tree.map(jnp.add, state.params, updates)
-    controller = state.controller
-    if model_cfg.router == "delete_gate":
-      controller = update_controller(controller, metrics["stage0/delete_frac"], delete_target,
-                                     c.opt.delete_gate_kp, c.opt.delete_gate_ki)
+    controller = router_cls.next_controller(model_cfg, state.controller, metrics, kp=c.opt.delete_gate_kp,
+                                        ki=c.opt.delete_gate_ki)
+    if controller is not state.controller:  # a controlled loss weight (MrT5): log it
       metrics["stage0/gate_loss_weight"] = controller.alpha
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
     metrics.update(loss=loss, bits_per_byte=nll / total_count / LN2, grad_norm=grad_norm,
@@ -139,23 +138,35 @@ def make_model(model_cfg: ModelConfig, mesh, seed: int):
 
 
 def load_frozen_params(model_cfg: ModelConfig, params, params_sharding, mesh):
-  """Parameters of frozen sub-models replaced by their checkpoints' (BLT's entropy LM); others unchanged."""
-  if model_cfg.router != "entropy":
+  """Parameters of frozen sub-models replaced by their checkpoints' (BLT's entropy LM); others unchanged.
+
+  The routers say which sub-modules they hold frozen and where their weights are (`Router.pretrained`).
+  """
+  pretrained = routers.router_class(model_cfg.router).pretrained(model_cfg)
+  if not pretrained:
     return params
   from hnet import runs  # pylint: disable=import-outside-toplevel
-  where = f"model.entropy_model={model_cfg.entropy_model!r}"
-  try:
-    loaded = runs.load(model_cfg.entropy_model, devices=list(mesh.devices.flat))
-  except (FileNotFoundError, ValueError) as e:
-    raise type(e)(f"{where}: {e}") from None
-  target = params["backbone"]["router"]["entropy_lm"]
-  check_param_shapes(loaded.params, target,
-                     f"{where}: its checkpoint does not match the entropy LM built from its config")
-  with jax.set_mesh(mesh):
-    params["backbone"]["router"]["entropy_lm"] = jax.device_put(
-        loaded.params, params_sharding["backbone"]["router"]["entropy_lm"])
-  log.info("entropy LM: step %d of %s (frozen)", loaded.step, loaded.checkpoint_dir)
+  for s in range(model_cfg.num_stages - 1):
+    path = ("backbone", *("inner",) * s, "router")
+    for name, (key, workdir) in pretrained.items():
+      where = f"{key}={workdir!r}"
+      try:
+        loaded = runs.load(workdir, devices=list(mesh.devices.flat))
+      except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"{where}: {e}") from None
+      target = _subtree(params, path)[name]
+      check_param_shapes(loaded.params, target,
+                         f"{where}: its checkpoint does not match the {name} built from its config")
+      with jax.set_mesh(mesh):
+        _subtree(params, path)[name] = jax.device_put(loaded.params, _subtree(params_sharding, path)[name])
+      log.info("%s of stage %d: step %d of %s (frozen)", name, s, loaded.step, loaded.checkpoint_dir)
   return params
+
+
+def _subtree(tree, path: tuple[str, ...]):
+  for key in path:
+    tree = tree[key]
+  return tree
 
 
 def compile_state_init(params, tx, mesh):

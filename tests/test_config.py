@@ -3,6 +3,7 @@ import jax
 import pytest
 from flax import nnx
 
+from hnet import routers
 from hnet.config import LayerGroup, model_config_from_dict, parse_layout
 from hnet.model import HNetLM, count_params
 from tests.helpers import FAMILIES, load_config
@@ -31,7 +32,6 @@ def test_malformed_layouts_give_clear_errors(layout, message):
 
 @pytest.mark.parametrize("key,value,message", [
     ("d_model", (128,), "has 1 entries but the layout has 2"),
-    ("router", "magic", "unknown router"),
     ("num_heads", (3, 4), "not divisible"),
     ("target_ratio", (1.0,), "must be > 1"),
     ("d_model", (256, 128), "must not shrink"),
@@ -42,6 +42,23 @@ def test_bad_model_values_name_the_key(key, value, message):
   setattr(c.model, key, value)
   with pytest.raises(ValueError, match=message):
     model_config_from_dict(c.model)
+
+
+@pytest.mark.parametrize("family,key,value,message", [
+    ("hnet_1stage", "router", "magic", "unknown router 'magic'; choose one of .*'cosine'"),
+    ("hnet_2stage", "router", "whitespace", "reads the bytes: only one outer stage"),
+    ("hnet_2stage", "router", "delete_gate", "attention-only main network"),
+    ("blt", "entropy_model", "", "needs model.entropy_model"),
+])
+def test_the_router_checks_what_it_needs(family, key, value, message):
+  """Router-specific checks belong to the router classes and run before the model is built."""
+  c = load_config(family)
+  setattr(c.model, key, value)
+  cfg = model_config_from_dict(c.model)
+  with pytest.raises(ValueError, match=message):
+    routers.check(cfg)
+  with pytest.raises(ValueError, match=message):
+    nnx.eval_shape(lambda: HNetLM(cfg, rngs=nnx.Rngs(params=0)))
 
 
 def test_router_and_layout_must_agree():

@@ -5,12 +5,13 @@ one padded, padding masked), so each target byte counts exactly once. A text fil
 like data.text_paths and packed the same way (documents as BOS + bytes + EOS, split into
 pieces of data.seq_len + 1 tokens sharing one token). Bytes per chunk at stage s is the
 number of byte positions over the number of stage-s chunks: 1 / boundary_frac composed
-across stages. The delete-gate router is scored twice: hard deletion (inference, as
-generated) and soft deletion (train=True, as trained).
+across stages. A router that trains soft (the delete gate) is scored twice: hard deletion
+(inference, as generated) and soft deletion (train=True, as trained).
 """
 # pylint: disable=invalid-name
 from typing import Callable, Iterable
 
+from hnet import routers
 from hnet.evals import documents, packing, scoring
 from hnet.runs import Loaded
 
@@ -37,7 +38,7 @@ def evaluate(loaded: Loaded, *, text_file: str | None = None, split: str | None 
   make_batches, source = _batch_factory(loaded, text_file, split)
   result = {"source": source, "step": loaded.step, "exact": max_batches < 0,
             **scoring.run(scoring.Scorer(loaded), make_batches(), max_batches)}
-  if loaded.model_cfg.router == "delete_gate":
+  if routers.router_class(loaded.model_cfg.router).soft_in_training:  # also as trained (MrT5's soft deletion)
     soft = scoring.run(scoring.Scorer(loaded, train=True), make_batches(), max_batches)
     result["soft"] = {k: soft[k] for k in ("bits_per_byte", "target_bytes", "stages")}
   return result

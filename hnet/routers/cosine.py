@@ -5,7 +5,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hnet.chunking import document_starts
-from hnet.routers.base import RouterOutput, valid_mean
+from hnet.config import ModelConfig, StageConfig
+from hnet.loss import ControllerState
+from hnet.routers.base import Router, RouterOutput, register, valid_mean
 
 
 def ratio_loss(boundary_frac: jax.Array, prob_mean: jax.Array, target_ratio: float) -> jax.Array:
@@ -15,17 +17,35 @@ def ratio_loss(boundary_frac: jax.Array, prob_mean: jax.Array, target_ratio: flo
   return n / (n - 1) * ((n - 1) * f * prob_mean + (1 - f) * (1 - prob_mean))
 
 
-class CosineRouter(nnx.Module):
+@register("cosine")
+class CosineRouter(Router):
   """p_t = (1 - cos(W_q x_{t-1}, W_k x_t)) / 2; boundary iff p_t > 0.5; p = 1 at document starts.
 
-  W_q, W_k start as the identity (H-Net), computed in float32.
+  W_q, W_k start as the identity (H-Net), computed in float32. Dechunking smooths by p (H-Net's EMA
+  and confidence straight-through); the ratio loss is weighted by opt.ratio_loss_weight.
   """
+  smooths = True
 
   def __init__(self, d_model: int, *, target_ratio: float):
     eye = jnp.eye(d_model, dtype=jnp.float32)
     self.w_q = nnx.Param(eye, out_sharding=("embed", "router"))
     self.w_k = nnx.Param(eye, out_sharding=("embed", "router"))
     self.target_ratio = target_ratio
+
+  @classmethod
+  def build(cls, cfg: ModelConfig, st: StageConfig, *, rngs: nnx.Rngs) -> "CosineRouter":
+    del cfg, rngs
+    return cls(st.d_model, target_ratio=st.target_ratio)
+
+  @classmethod
+  def loss_weight(cls, ratio_loss_weight: float, controller: ControllerState) -> jax.Array:
+    del controller
+    return jnp.float32(ratio_loss_weight)
+
+  @classmethod
+  def flops_per_position(cls, cfg: ModelConfig, st: StageConfig) -> float:
+    del cfg
+    return 2 * 2 * st.d_model * st.d_model  # W_q and W_k
 
   def probability(self, prev_BLD: jax.Array, x_BLD: jax.Array) -> jax.Array:
     q_BLD = prev_BLD.astype(jnp.float32) @ self.w_q[...]
@@ -45,3 +65,12 @@ class CosineRouter(nnx.Module):
     g = valid_mean(p_BL, valid_BL)
     loss = ratio_loss(f, g, self.target_ratio)
     return RouterOutput(boundary_BL, p_BL, loss, {"prob_mean": g})
+
+  def init_decode(self, batch, d_model, lm):
+    del lm
+    return jnp.zeros((batch, d_model), jnp.float32)  # the previous position's encoder output
+
+  def decode(self, h_BD, token_B, position_B, state, active_B, lm):
+    del token_B, lm
+    p_B = jnp.where(position_B == 0, 1.0, self.probability(state[:, None], h_BD[:, None])[:, 0])
+    return p_B > 0.5, p_B, jnp.where(active_B[:, None], h_BD, state)

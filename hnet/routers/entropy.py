@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hnet.config import ModelConfig
-from hnet.routers.base import RouterOutput, rule_output, valid_mean
+from typing import NamedTuple
+
+from hnet.config import ModelConfig, StageConfig
+from hnet.routers.base import ByteLMSteps, Router, RouterOutput, register, rule_output, valid_mean
 
 
 def next_byte_entropy(logits_XV: jax.Array) -> jax.Array:
@@ -42,7 +44,33 @@ def register_byte_lm(cls: type) -> None:
   _BYTE_LM = cls
 
 
-class EntropyRouter(nnx.Module):
+class EntropyState(NamedTuple):
+  """Decoding state: the frozen LM's caches and the entropies of the two previous bytes."""
+  lm: object
+  h_prev_B: jax.Array
+  h_prev2_B: jax.Array
+
+
+@register("entropy")
+class EntropyRouter(Router):
+  reads_bytes = True
+  frozen = ("entropy_lm",)
+
+  @classmethod
+  def check(cls, cfg: ModelConfig) -> None:
+    super().check(cfg)
+    if cfg.entropy_lm is None:
+      raise ValueError("model.router='entropy' needs model.entropy_model: the work dir of a byte LM trained "
+                       "with configs/entropy_lm.py")
+
+  @classmethod
+  def build(cls, cfg: ModelConfig, st: StageConfig, *, rngs: nnx.Rngs) -> "EntropyRouter":
+    del st
+    return cls(cfg, rngs=rngs)
+
+  @classmethod
+  def pretrained(cls, cfg: ModelConfig) -> dict[str, tuple[str, str]]:
+    return {"entropy_lm": ("model.entropy_model", cfg.entropy_model)}
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     if _BYTE_LM is None:
@@ -66,3 +94,18 @@ class EntropyRouter(nnx.Module):
     start_BL = starts_chunk(h_prev_BL, shift(h_prev_BL), positions_BL, rule=self.rule, threshold=self.threshold)
     out = rule_output(start_BL, segment_ids_BL)
     return out._replace(metrics={"entropy_mean": valid_mean(h_BL, segment_ids_BL > 0)})
+
+  def init_decode(self, batch, d_model, lm: ByteLMSteps):
+    del d_model
+    zeros_B = jnp.zeros((batch,), jnp.float32)
+    return EntropyState(lm.init(self.entropy_lm, batch), zeros_B, zeros_B)
+
+  def decode(self, h_BD, token_B, position_B, state: EntropyState, active_B, lm: ByteLMSteps):
+    """Decides from the two earlier entropies, then reads this byte into the LM."""
+    del h_BD
+    b_B = (position_B == 0) | starts_chunk(state.h_prev_B, state.h_prev2_B, position_B, rule=self.rule,
+                                           threshold=self.threshold)
+    logits_BV, lm_state = lm.step(self.entropy_lm, token_B, state.lm, active_B)
+    h_B = jnp.where(active_B, next_byte_entropy(logits_BV), state.h_prev_B)
+    h_prev_B = jnp.where(active_B, state.h_prev_B, state.h_prev2_B)
+    return b_B, b_B.astype(jnp.float32), EntropyState(lm_state, h_B, h_prev_B)

@@ -5,9 +5,8 @@ Spacelike = not an ASCII letter or digit and not a UTF-8 continuation byte (0x80
 # pylint: disable=invalid-name
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from hnet.routers.base import RouterOutput, rule_output
+from hnet.routers.base import Router, RouterOutput, register, rule_decision, rule_output
 
 
 def spacelike(tokens_BL: jax.Array) -> jax.Array:
@@ -17,7 +16,9 @@ def spacelike(tokens_BL: jax.Array) -> jax.Array:
   return ~(letter_or_digit | continuation)
 
 
-class WhitespaceRouter(nnx.Module):
+@register("whitespace")
+class WhitespaceRouter(Router):
+  reads_bytes = True
 
   def __call__(self, x_BLD, *, tokens_BL, segment_ids_BL, positions_BL, train: bool) -> RouterOutput:
     del x_BLD, positions_BL, train
@@ -26,3 +27,13 @@ class WhitespaceRouter(nnx.Module):
     space_BL = spacelike(tokens_BL)
     prev_space_BL = jnp.pad(space_BL[:, :-1], ((0, 0), (1, 0)), constant_values=True)
     return rule_output(prev_space_BL & ~space_BL, segment_ids_BL)
+
+  def init_decode(self, batch, d_model, lm):
+    del d_model, lm
+    return jnp.ones((batch,), bool)  # whether the previous byte was spacelike (a row starts after one)
+
+  def decode(self, h_BD, token_B, position_B, state, active_B, lm):
+    del h_BD, lm
+    space_B = spacelike(token_B)
+    boundary_B, prob_B = rule_decision((state | (position_B == 0)) & ~space_B, position_B)
+    return boundary_B, prob_B, jnp.where(active_B, space_B, state)
