@@ -1,11 +1,11 @@
-"""bench/study.py: every run sized to the same training FLOPs per byte; the :tiny study end to end."""
+"""experiments/study.py: every run sized to the same training FLOPs per byte; the :tiny study end to end."""
 import json
 import os
 import shutil
 
 import pytest
 
-from bench import study
+from experiments import study
 from hnet.config import model_config_from_dict
 from hnet.flops import flops_per_byte
 from tests.helpers import entropy_lm_workdir

@@ -1,11 +1,11 @@
 """Matched-compute study: every family trained on the same bytes at equal training FLOPs per byte.
 
-  python -m bench.study                       # the CPU study (about 15 min a run on 2 cores), resumable
-  python -m bench.study --variant tiny        # seconds: :tiny configs, a few steps (the test suite runs it)
-  python -m bench.study --only default flat   # some runs only
-  python -m bench.study --report              # table, JSON and plot from finished runs only
+  python -m experiments.study                       # the CPU study (about 15 min a run on 2 cores), resumable
+  python -m experiments.study --variant tiny        # seconds: :tiny configs, a few steps (the test suite runs it)
+  python -m experiments.study --only default flat   # some runs only
+  python -m experiments.study --report              # table, JSON and plot from finished runs only
 
-Finished runs' results and metrics are archived in bench/results/study_<variant>_runs/ (commit
+Finished runs' results and metrics are archived in experiments/results/study_<variant>_runs/ (commit
 them): a study continued on a fresh machine restores them and trains only what is missing.
 
 Every run reads the same data in the same order (same seed, rows, batch size, steps) and uses
@@ -18,8 +18,8 @@ resumable (a finished run is skipped, an interrupted one resumes from its checkp
 in one work dir each under --workdir. Per run: full-split validation bits/byte, the noise suite
 (Δ bits/byte of a clean continuation after a noised context, per perturbation and the mean),
 bytes per chunk per stage against the target, capacity overflow, wall time, bytes/s,
-parameters, FLOPs/byte (capacity and target bases). Results: bench/results/study_<variant>.json,
-a markdown table, and bench/results/study_<variant>.png (validation bits/byte against training
+parameters, FLOPs/byte (capacity and target bases). Results: experiments/results/study_<variant>.json,
+a markdown table, and experiments/results/study_<variant>.png (validation bits/byte against training
 FLOPs, from each run's periodic evaluations).
 """
 # pylint: disable=invalid-name
@@ -42,7 +42,7 @@ from hnet import trainer
 from hnet.config import model_config_from_dict
 from hnet.flops import flops_per_byte
 
-log = logging.getLogger("bench.study")
+log = logging.getLogger("experiments.study")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ENTROPY_LM = "entropy_lm"  # blt's entropy LM: its work dir and archive dir name
 
@@ -374,7 +374,7 @@ def main(argv=None) -> dict:
   p.add_argument("--data_dir", default="", help="data.data_dir for every run")
   p.add_argument("--results", default=RESULTS, help="where the JSON and PNG go")
   p.add_argument("--archive", default=None, help="finished runs' results and metrics are kept here and restored "
-                 "from here (default bench/results/study_<variant>_runs; 'none' for no archive)")
+                 "from here (default experiments/results/study_<variant>_runs; 'none' for no archive)")
   args = p.parse_args(argv)
   root = os.path.abspath(args.workdir or os.path.join("runs", f"study_{args.variant}"))
   os.makedirs(root, exist_ok=True)
