@@ -1,6 +1,7 @@
 """Evaluation totals (exact bits/byte, compression), metric writing (TensorBoard + metrics.jsonl), peak FLOP/s."""
 import json
 import os
+from typing import Callable, Iterable
 
 import jax
 
@@ -65,6 +66,18 @@ class EvalTotals:
     return {"bits_per_byte": r["bits_per_byte"], "target_bytes": float(r["target_bytes"]),
             **{f"stage{st['stage']}/bytes_per_chunk": st["bytes_per_chunk"] for st in r["stages"]},
             **r["metrics"]}
+
+
+def accumulate(batches: Iterable[dict], score: Callable[[dict], tuple], num_stages: int, max_batches: int = -1
+               ) -> EvalTotals:
+  """The one evaluation loop: `score(batch)` -> (NLL nats, targets, positions, metrics) summed over `batches`
+  (or their first `max_batches`)."""
+  totals = EvalTotals(num_stages)
+  for i, batch in enumerate(batches):
+    if 0 <= max_batches <= i:
+      break
+    totals.add(*score(batch))
+  return totals
 
 
 class MetricWriter:

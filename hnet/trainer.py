@@ -18,6 +18,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -26,8 +27,8 @@ from hnet.checkpoint import Checkpointer, check_param_shapes
 from hnet.config import ModelConfig, model_config_from_dict
 from hnet.flops import flops_per_byte
 from hnet import routers
-from hnet.loss import LN2, ControllerState, cross_entropy
-from hnet.metrics import EvalTotals, MetricWriter, device_peak_flops
+from hnet.loss import LN2, ControllerState
+from hnet.metrics import accumulate, MetricWriter, device_peak_flops
 from hnet.model import HNetLM, count_params
 from hnet.optim import is_frozen, make_optimizer, stage_lr_multipliers
 
@@ -46,12 +47,22 @@ class TrainState:
 # ---------------------------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------------------------
+def forward_nll(params, graphdef, batch: dict, *, train: bool):
+  """(logits_BLV, nll_BL, aux) of the model on one batch: nll_BL is the next-byte NLL in nats (float32), zero
+  where loss_mask is. The one forward + NLL of training, the trainer's evals and eval.py's scoring."""
+  model = nnx.merge(graphdef, params)
+  logits_BLV, aux = model(batch["inputs"], batch["segment_ids"], train=train)
+  with jax.named_scope("loss"):
+    nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV.astype(jnp.float32), batch["targets"])
+    nll_BL = nll_BL * batch["loss_mask"].astype(jnp.float32)
+  return logits_BLV, nll_BL, aux
+
+
 def loss_and_stats(params, graphdef, batch, weights, *, train: bool):
   """Returns (weighted router loss, (nll_sum, count, router_losses, metrics)) for one (micro-)batch."""
-  model = nnx.merge(graphdef, params)
-  logits, aux = model(batch["inputs"], batch["segment_ids"], train=train)
+  _, nll_BL, aux = forward_nll(params, graphdef, batch, train=train)
   with jax.named_scope("loss"):
-    nll_sum, count = cross_entropy(logits, batch["targets"], batch["loss_mask"])
+    nll_sum, count = jnp.sum(nll_BL), jnp.sum(batch["loss_mask"].astype(jnp.float32))
   router = sum((w * l for w, l in zip(weights, aux["router_losses"])), jnp.float32(0.0))
   return router, (nll_sum, count, aux["router_losses"], aux["metrics"])
 
@@ -235,13 +246,11 @@ def to_global(batch_np: dict, batch_sharding: NamedSharding) -> dict:
 
 def evaluate(eval_step_fn, params, data_iter, batch_sharding, num_stages: int, max_batches: int = -1) -> dict:
   """Exact bits/byte over the iterator (or its first `max_batches` batches), compression and mean router stats."""
-  totals = EvalTotals(num_stages)
-  for i, batch in enumerate(data_iter):
-    if 0 <= max_batches <= i:
-      break
+  def score(batch: dict) -> tuple:
     out = jax.device_get(eval_step_fn(params, to_global(batch, batch_sharding)))
-    totals.add(out.pop("nll_sum"), out.pop("count"), out.pop("positions"), out)
-  return totals.scalars()
+    return out.pop("nll_sum"), out.pop("count"), out.pop("positions"), out
+
+  return accumulate(data_iter, score, num_stages, max_batches).scalars()
 
 
 class ShardedIterator:

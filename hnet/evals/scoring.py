@@ -6,14 +6,12 @@ from typing import Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 from tqdm.auto import tqdm
 
 from hnet import trainer
 from hnet.evals import packing
 from hnet.runs import Loaded
-from hnet.metrics import EvalTotals
+from hnet.metrics import accumulate
 
 
 def _score(params, batch: dict, *, graphdef, train: bool, greedy: bool):
@@ -22,11 +20,9 @@ def _score(params, batch: dict, *, graphdef, train: bool, greedy: bool):
   Returns the masked NLL, the model's metrics and, with `greedy`, per position whether the target is
   the argmax byte (lm-eval's `is_greedy`; else None, so bits/byte pays for no argmax).
   """
-  model = nnx.merge(graphdef, params)
-  logits_BLV, aux = model(batch["inputs"], batch["segment_ids"], train=train)
-  nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, batch["targets"])
+  logits_BLV, nll_BL, aux = trainer.forward_nll(params, graphdef, batch, train=train)
   greedy_BL = jnp.argmax(logits_BLV, axis=-1) == batch["targets"] if greedy else None
-  return nll_BL * batch["loss_mask"], aux["metrics"], greedy_BL
+  return nll_BL, aux["metrics"], greedy_BL
 
 
 @functools.lru_cache(maxsize=16)
@@ -62,14 +58,12 @@ class Scorer:
 
 def run(scorer: Scorer, batches: Iterable[dict], max_batches: int = -1) -> dict:
   """Exact bits/byte over `batches` (or the first `max_batches`), with per-stage compression."""
-  totals = EvalTotals(scorer.loaded.model_cfg.num_stages)
-  for i, batch in enumerate(batches):
-    if 0 <= max_batches <= i:
-      break
-    nll_BL, metrics = scorer(batch)
-    totals.add(nll_BL.sum(dtype=np.float64), batch["loss_mask"].sum(dtype=np.float64),
-               (batch["segment_ids"] > 0).sum(), metrics)
-  result = totals.result()
+  def score(batch: dict) -> tuple:
+    nll_BL, metrics = scorer(batch)  # summed on the host in float64 (the trainer sums on device)
+    return (nll_BL.sum(dtype=np.float64), batch["loss_mask"].sum(dtype=np.float64),
+            (batch["segment_ids"] > 0).sum(), metrics)
+
+  result = accumulate(batches, score, scorer.loaded.model_cfg.num_stages, max_batches).result()
   del result["metrics"]
   return result
 
