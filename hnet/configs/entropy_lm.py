@@ -3,20 +3,13 @@
 A small flat byte Transformer trained on its own, as BLT trains its entropy model separately
 (BLT's is 14 layers of width 768 with a 512-byte window; this one fits a CPU). Its quality sets
 how well the entropies find the hard bytes; its cost is added to the BLT model's FLOPs/byte.
+The model is configs/flat.py's; the run is shorter.
 """
-from hnet.configs import base
+from hnet.configs import base, flat
 
 
 def get_config(arg=None):
-  c = base.get_config()
-  c.model.layout = "['T2']"
-  c.model.d_model = (128,)
-  c.model.d_ff = (384,)
-  c.model.num_heads = (4,)
-  c.model.rotary_dim = (-1,)
-  c.model.window = (-1,)
-  c.model.router = "none"
-  c.model.target_ratio = ()
+  c = flat.get_config()
   c.model.remat = "none"
   c.train.batch_size = 8
   c.train.num_steps = 1500
