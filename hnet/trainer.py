@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from hnet import sharding
 from hnet.checkpoint import Checkpointer, check_param_shapes
 from hnet.config import ModelConfig, model_config_from_dict
+from hnet.data.batch import BATCH_DTYPES
 from hnet.flops import flops_per_byte
 from hnet import routers
 from hnet.loss import LN2, ControllerState
@@ -33,7 +34,6 @@ from hnet.model import HNetLM, count_params
 from hnet.optim import is_frozen, make_optimizer, stage_lr_multipliers
 
 log = logging.getLogger(__name__)
-BATCH_KEYS = ("inputs", "targets", "segment_ids", "loss_mask")
 
 
 @flax.struct.dataclass
@@ -215,8 +215,8 @@ def jit_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule, state_shar
 def abstract_batch(batch_size: int, seq_len: int, mesh) -> dict:
   """Shapes, dtypes and shardings of one global training batch (as `to_global` builds it)."""
   batch_sharding = sharding.batch_sharding(mesh)
-  return {k: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32 if k == "loss_mask" else jnp.int32,
-                                  sharding=batch_sharding) for k in BATCH_KEYS}
+  return {k: jax.ShapeDtypeStruct((batch_size, seq_len), dtype, sharding=batch_sharding)
+          for k, dtype in BATCH_DTYPES.items()}
 
 
 def check_batch_divides(c, mesh) -> None:
@@ -236,12 +236,8 @@ def abstract_with_shardings(tree, shardings):
 
 def to_global(batch_np: dict, batch_sharding: NamedSharding) -> dict:
   """Process-local numpy batch -> global jax arrays sharded over data × fsdp."""
-  out = {}
-  for k in BATCH_KEYS:
-    x = np.asarray(batch_np[k])
-    x = x.astype(np.float32) if k == "loss_mask" else x.astype(np.int32)
-    out[k] = jax.make_array_from_process_local_data(batch_sharding, x)
-  return out
+  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(batch_np[k]).astype(dtype))
+          for k, dtype in BATCH_DTYPES.items()}
 
 
 def evaluate(eval_step_fn, params, data_iter, batch_sharding, num_stages: int, max_batches: int = -1) -> dict:

@@ -7,6 +7,7 @@ import pytest
 
 from hnet.data import bytes as doc_bytes
 from hnet.data import rows
+from hnet.data.batch import BATCH_DTYPES
 
 
 def test_encode_adds_bos_and_eos():
@@ -51,10 +52,9 @@ def test_to_batch_exact_arrays():
   np.testing.assert_array_equal(b["inputs"], [[254, 97, 255, 254, 98], [1, 2, 3, 4, 5], [0] * 5])
   np.testing.assert_array_equal(b["targets"], [[97, 255, 254, 98, 0], [2, 3, 4, 5, 6], [0] * 5])
   np.testing.assert_array_equal(b["segment_ids"], [[1, 1, 1, 2, 2], [1] * 5, [0] * 5])
-  np.testing.assert_array_equal(b["positions"], [[0, 1, 2, 0, 1], [0, 1, 2, 3, 4], [0] * 5])
   np.testing.assert_array_equal(b["loss_mask"], [[1, 1, 0, 1, 0], [1] * 5, [0] * 5])
-  assert {k: v.dtype for k, v in b.items()} == {"inputs": np.int32, "targets": np.int32, "segment_ids": np.int32,
-                                                "positions": np.int32, "loss_mask": np.float32}
+  assert {k: v.dtype for k, v in b.items()} == BATCH_DTYPES == {
+      "inputs": np.int32, "targets": np.int32, "segment_ids": np.int32, "loss_mask": np.float32}
 
 
 def test_block_puts_full_pieces_after_the_packed_row():
@@ -71,25 +71,7 @@ def test_empty_batch_has_no_targets():
 
 
 def test_package_import_is_light():
-  code = ("import sys, hnet.data, hnet.data.bytes, hnet.data.rows, hnet.data.sources; "
+  code = ("import sys, hnet.data, hnet.data.batch, hnet.data.bytes, hnet.data.rows, hnet.data.sources; "
           "print(sorted(m for m in ('grain', 'tensorflow_datasets', 'tensorflow') if m in sys.modules))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"
-
-
-def test_positions_match_a_loop():
-  rng = np.random.default_rng(0)
-  lengths = [rng.integers(1, 6, size=8) for _ in range(5)]
-  seg_BR = np.zeros((5, 24), rows.SEGMENT_DTYPE)
-  for b, ls in enumerate(lengths):
-    at = 0
-    for s, n in enumerate(ls, 1):
-      n = min(n, 20 - at)
-      seg_BR[b, at:at + n] = s
-      at += n
-  expected = np.zeros(seg_BR.shape, np.int32)
-  for b in range(5):
-    for i in range(1, 24):
-      if seg_BR[b, i] and seg_BR[b, i] == seg_BR[b, i - 1]:
-        expected[b, i] = expected[b, i - 1] + 1
-  np.testing.assert_array_equal(rows.positions(seg_BR), expected)

@@ -7,8 +7,8 @@
 Train: source[p::P] -> shuffle (new order each epoch) -> encode + split into pieces ->
 first-fit packing of each document's last piece (full pieces are rows already and ride
 along) -> rows shuffled in windows -> batches of B -> prefetch. Batches are dicts of numpy
-arrays (B = global_batch_size // process_count, L = data.seq_len): inputs, targets,
-segment_ids, positions (int32, (B, L)) and loss_mask (float32, (B, L)); see rows.py.
+arrays (B = global_batch_size // process_count, L = data.seq_len) as hnet/data/batch.py
+states: inputs, targets, segment_ids (int32, (B, L)) and loss_mask (float32, (B, L)).
 """
 import functools
 import logging

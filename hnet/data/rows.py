@@ -8,6 +8,8 @@ The model sees inputs = row[:-1] and predicts targets = row[1:]; a target counts
 # pylint: disable=invalid-name
 import numpy as np
 
+from hnet.data.batch import BATCH_DTYPES
+
 SEGMENT_DTYPE = np.uint16  # a row of R tokens holds at most R // 2 pieces (>= 2 tokens each)
 MAX_SEQ_LEN = 2 * np.iinfo(SEGMENT_DTYPE).max - 1
 
@@ -31,34 +33,20 @@ def shuffle(rows: dict, rng: np.random.Generator) -> dict:
   return {k: v[order] for k, v in rows.items()}
 
 
-def positions(seg_BR: np.ndarray) -> np.ndarray:
-  """Position within each piece: 0 where a piece starts, counting up; 0 on padding."""
-  B, R = seg_BR.shape
-  starts_BR = np.empty((B, R), bool)
-  starts_BR[:, 0] = True
-  np.not_equal(seg_BR[:, 1:], seg_BR[:, :-1], out=starts_BR[:, 1:])
-  # Every row starts a piece, so one running max over the flattened rows never crosses rows.
-  idx_N = np.arange(B * R, dtype=np.int32)
-  first_N = np.maximum.accumulate(np.where(starts_BR.ravel(), idx_N, 0))
-  pos_BR = (idx_N - first_N).reshape(B, R)
-  pos_BR[seg_BR == 0] = 0
-  return pos_BR
-
-
 def to_batch(rows: dict, batch_size: int | None = None) -> dict:
-  """Rows {tokens, segment_ids} (B', R) -> the model batch, padded with empty rows to `batch_size`."""
+  """Rows {tokens, segment_ids} (B', R) -> the model batch (hnet.data.batch), padded with empty rows to `batch_size`."""
   tokens_BR, seg_BR = rows["tokens"], rows["segment_ids"]
   if batch_size is not None and len(tokens_BR) < batch_size:
     pad = ((0, batch_size - len(tokens_BR)), (0, 0))
     tokens_BR, seg_BR = np.pad(tokens_BR, pad), np.pad(seg_BR, pad)
-  seg_BL = seg_BR[:, :-1].astype(np.int32)
-  return {
-      "inputs": tokens_BR[:, :-1].astype(np.int32),
-      "targets": tokens_BR[:, 1:].astype(np.int32),
+  seg_BL = seg_BR[:, :-1]
+  batch = {
+      "inputs": tokens_BR[:, :-1],
+      "targets": tokens_BR[:, 1:],
       "segment_ids": seg_BL,
-      "positions": positions(seg_BR)[:, :-1],
-      "loss_mask": ((seg_BR[:, 1:] == seg_BR[:, :-1]) & (seg_BL > 0)).astype(np.float32),
+      "loss_mask": (seg_BR[:, 1:] == seg_BR[:, :-1]) & (seg_BL > 0),
   }
+  return {k: batch[k].astype(dtype) for k, dtype in BATCH_DTYPES.items()}
 
 
 def empty_batch(batch_size: int, seq_len: int) -> dict:
