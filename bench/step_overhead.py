@@ -133,8 +133,8 @@ def abstract_step(c, device):
                         params_sharding, abstract_params)
   tx, schedule = make_optimizer(c.opt, abstract_params, num_steps=c.train.num_steps, model_cfg=model_cfg)
   init, state_sharding = trainer.compile_state_init(params, tx, mesh)
-  state = trainer.abstract_with_shardings(init.out_info, state_sharding)
-  batch = trainer.abstract_batch(c.train.batch_size, c.data.seq_len, mesh)
+  state = sharding.abstract_with_shardings(init.out_info, state_sharding)
+  batch = sharding.abstract_batch(c.train.batch_size, c.data.seq_len, mesh)
   # Default precision, as on an accelerator: Mosaic rejects bf16 matmuls at 'highest' (which tests set).
   with jax.set_mesh(mesh), jax.default_matmul_precision("default"):
     step = trainer.jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)

@@ -75,7 +75,7 @@ def run(c, steps: int, warmup: int, fit_bytes: int | None = None) -> dict:
   with jax.set_mesh(mesh):
     step_fn = trainer.jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
     while True:
-      batch = trainer.to_global(synthetic_batch(c.train.batch_size, c.data.seq_len), batch_sharding)
+      batch = sharding.to_global(synthetic_batch(c.train.batch_size, c.data.seq_len), batch_sharding)
       t0 = time.perf_counter()
       compiled = step_fn.lower(state, batch).compile()
       compile_s = time.perf_counter() - t0

@@ -100,8 +100,8 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
       params_sharding, abstract_params)
   tx, schedule = make_optimizer(c.opt, abstract_params, num_steps=c.train.num_steps, model_cfg=model_cfg)
   init, state_sharding = trainer.compile_state_init(params, tx, mesh)
-  state = trainer.abstract_with_shardings(init.out_info, state_sharding)
-  batch = trainer.abstract_batch(c.train.batch_size, c.data.seq_len, mesh)
+  state = sharding.abstract_with_shardings(init.out_info, state_sharding)
+  batch = sharding.abstract_batch(c.train.batch_size, c.data.seq_len, mesh)
   with jax.set_mesh(mesh):
     step = trainer.jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
     lowered = step.lower(state, batch)

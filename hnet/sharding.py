@@ -1,4 +1,4 @@
-"""Mesh construction, logical-axis rules and sharding helpers (the one place mesh axes are named).
+"""Mesh construction, logical-axis rules, sharding helpers and batch placement (the one place mesh axes are named).
 
 Parameters carry logical axis names (`embed`, `heads`, `mlp`, ...) in their metadata;
 `LOGICAL_RULES` maps them onto the `data × fsdp × tensor` mesh: FSDP shards the model
@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from hnet.data.batch import BATCH_DTYPES
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -91,6 +93,23 @@ def data_parallel_size(mesh_shape) -> int:
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   """Batch rows over data × fsdp; the sequence axis stays whole on each device."""
   return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def to_global(batch_np: dict, batch_sharding: NamedSharding) -> dict:
+  """Process-local numpy batch -> global jax arrays sharded over data × fsdp (the keys of hnet/data/batch.py)."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(batch_np[k]).astype(dtype))
+          for k, dtype in BATCH_DTYPES.items()}
+
+
+def abstract_batch(batch_size: int, seq_len: int, mesh: jax.sharding.Mesh) -> dict:
+  """Shapes, dtypes and shardings of one global batch (as `to_global` builds it), for ahead-of-time compiles."""
+  rows = batch_sharding(mesh)
+  return {k: jax.ShapeDtypeStruct((batch_size, seq_len), dtype, sharding=rows) for k, dtype in BATCH_DTYPES.items()}
+
+
+def abstract_with_shardings(tree, shardings):
+  """ShapeDtypeStructs of `tree`'s leaves carrying `shardings`: a target to compile for or restore into."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
 def constrain_batch(x: jax.Array) -> jax.Array:

@@ -25,7 +25,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from hnet import sharding
 from hnet.checkpoint import Checkpointer, check_param_shapes
 from hnet.config import ModelConfig, model_config_from_dict
-from hnet.data.batch import BATCH_DTYPES
 from hnet.flops import flops_per_byte
 from hnet import routers
 from hnet.loss import LN2, ControllerState
@@ -212,13 +211,6 @@ def jit_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule, state_shar
                  out_shardings=(state_sharding, NamedSharding(mesh, P())), donate_argnums=0)
 
 
-def abstract_batch(batch_size: int, seq_len: int, mesh) -> dict:
-  """Shapes, dtypes and shardings of one global training batch (as `to_global` builds it)."""
-  batch_sharding = sharding.batch_sharding(mesh)
-  return {k: jax.ShapeDtypeStruct((batch_size, seq_len), dtype, sharding=batch_sharding)
-          for k, dtype in BATCH_DTYPES.items()}
-
-
 def check_batch_divides(c, mesh) -> None:
   """train.batch_size / grad_accum_steps rows must split evenly over the data-parallel devices."""
   data_parallel = sharding.data_parallel_size(mesh.shape)
@@ -230,67 +222,13 @@ def check_batch_divides(c, mesh) -> None:
                      f"data-parallel size data*fsdp = {data_parallel}")
 
 
-def abstract_with_shardings(tree, shardings):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
-
-
-def to_global(batch_np: dict, batch_sharding: NamedSharding) -> dict:
-  """Process-local numpy batch -> global jax arrays sharded over data × fsdp."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(batch_np[k]).astype(dtype))
-          for k, dtype in BATCH_DTYPES.items()}
-
-
 def evaluate(eval_step_fn, params, data_iter, batch_sharding, num_stages: int, max_batches: int = -1) -> dict:
   """Exact bits/byte over the iterator (or its first `max_batches` batches), compression and mean router stats."""
   def score(batch: dict) -> tuple:
-    out = jax.device_get(eval_step_fn(params, to_global(batch, batch_sharding)))
+    out = jax.device_get(eval_step_fn(params, sharding.to_global(batch, batch_sharding)))
     return out.pop("nll_sum"), out.pop("count"), out.pop("positions"), out
 
   return accumulate(data_iter, score, num_stages, max_batches).scalars()
-
-
-class ShardedIterator:
-  """Concatenates the batches of several data shards read by this process.
-
-  With `data.shards` fixed, the global batch (shard 0's rows, then shard 1's, ...) is the
-  same whatever the number of processes: each process reads its own shards.
-  Checkpointable through grain's handler (get_state/set_state on bytes).
-  """
-
-  def __init__(self, iterators: list):
-    self.iterators = iterators
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict:
-    parts = [next(it) for it in self.iterators]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-  def get_state(self) -> bytes:
-    return json.dumps([it.get_state() for it in self.iterators]).encode()
-
-  def set_state(self, state: bytes) -> None:
-    for it, s in zip(self.iterators, json.loads(state)):
-      it.set_state(s)
-
-  def start_prefetch(self) -> None:
-    pass
-
-
-def make_train_input(pipeline, c):
-  """This process's train iterator: one grain iterator, or its shards when data.shards is set."""
-  processes, index = jax.process_count(), jax.process_index()
-  if c.data.shards <= 0:
-    return pipeline.make_train_iterator(c.data, global_batch_size=c.train.batch_size, seed=c.seed)
-  if c.data.shards % processes or c.train.batch_size % c.data.shards:
-    raise ValueError(f"data.shards={c.data.shards} must be a multiple of the {processes} processes and divide "
-                     f"train.batch_size={c.train.batch_size}")
-  per_process = c.data.shards // processes
-  return ShardedIterator([
-      pipeline.make_train_iterator(c.data, global_batch_size=c.train.batch_size, seed=c.seed,
-                                   process_index=shard, process_count=c.data.shards)
-      for shard in range(index * per_process, (index + 1) * per_process)])
 
 
 class _StopSignal:
@@ -325,7 +263,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
 
   `stop_after` ends this call (with a checkpoint) after that many steps, as a preemption would.
   """
-  from hnet.data import pipeline  # pylint: disable=import-outside-toplevel  (grain/tfds are heavy)
+  from hnet.data import pipeline, sharded  # pylint: disable=import-outside-toplevel  (grain/tfds are heavy)
 
   # --- logging -------------------------------------------------------------------------------
   is_main = jax.process_index() == 0
@@ -346,7 +284,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   # --- input ---------------------------------------------------------------------------------
   stats = pipeline.prepare(c.data)
   log.info("data: %s", stats)
-  train_iter = make_train_input(pipeline, c)
+  train_iter = sharded.make_train_input(c)
 
   eval_batch = -(-c.eval.batch_size // data_parallel) * data_parallel  # padded rows are masked anyway
 
@@ -378,11 +316,11 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   # --- restore -------------------------------------------------------------------------------
   writer = MetricWriter(workdir, enabled=is_main)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=c.ckpt.keep, async_save=c.ckpt.async_save)
-  restored = ckpt.restore(abstract_with_shardings(state, state_sharding), train_iter)
+  restored = ckpt.restore(sharding.abstract_with_shardings(state, state_sharding), train_iter)
   if restored is not None:
     state, _ = restored
     log.info("resumed from step %d in %s", int(state.step), ckpt.directory)
-  elif (pretrained := ckpt.restore_params(abstract_with_shardings(state.params, state_sharding.params))):
+  elif (pretrained := ckpt.restore_params(sharding.abstract_with_shardings(state.params, state_sharding.params))):
     state, _ = init_train_state(pretrained[0], tx, mesh)  # fine-tuning: fresh optimizer, step 0
     log.info("fine-tuning from the parameters of step %d in %s", pretrained[1], ckpt.directory)
   start_step = int(jax.device_get(state.step))
@@ -434,7 +372,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   try:
     with _StopSignal() as stop, jax.set_mesh(mesh):
       while step < c.train.num_steps:
-        batch = to_global(next(train_iter), batch_sharding)
+        batch = sharding.to_global(next(train_iter), batch_sharding)
         state, metrics = train_step(state, batch)
         step += 1
         pending.append((step, metrics))

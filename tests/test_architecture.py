@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lowest first. A module belongs to the longest prefix that matches it.
 LAYERS = (
-    ("base", ("hnet", "hnet.config", "hnet.configs", "hnet.sharding")),  # what everything may read
+    ("base", ("hnet", "hnet.config", "hnet.configs", "hnet.sharding", "hnet.data.batch")),  # what everything may read
     ("kernels", ("hnet.kernels",)),  # pure functions: SSD (XLA, Pallas), splash attention
     ("layers", ("hnet.layers",)),  # nnx modules over the kernels
     ("model", ("hnet.model", "hnet.stage", "hnet.stack", "hnet.chunking", "hnet.routers", "hnet.generate",
@@ -114,4 +114,5 @@ def test_the_checks_catch_what_they_are_for():
   assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
   assert layer("hnet.evals.mc") > layer("hnet.trainer") > layer("hnet.model") > layer("hnet.layers.mamba2")
   assert layer("hnet.layers.mamba2") > layer("hnet.kernels.ssd") > layer("hnet.config")
+  assert layer("hnet.data.batch") == layer("hnet.sharding") < layer("hnet.data.rows")  # the batch contract
   assert layer("hnet.somewhere_new") is None

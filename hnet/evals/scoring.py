@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from hnet import trainer
+from hnet import sharding, trainer
 from hnet.evals import packing
 from hnet.runs import Loaded
 from hnet.metrics import accumulate
@@ -49,7 +49,7 @@ class Scorer:
     """(masked nll_BL, metrics, greedy_BL): with `greedy`, greedy_BL is True where the target is the
     argmax byte; else None (each setting compiles when first asked for)."""
     with jax.set_mesh(self.loaded.mesh):
-      batch_BL = trainer.to_global(batch, self.loaded.batch_sharding)
+      batch_BL = sharding.to_global(batch, self.loaded.batch_sharding)
       nll_BL, metrics, greedy_BL = self._score[greedy](self.loaded.params, batch_BL)
     nll_BL, metrics, greedy_BL = jax.device_get((nll_BL, metrics, greedy_BL))
     return (np.asarray(nll_BL), {k: float(v) for k, v in metrics.items()},
