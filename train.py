@@ -71,5 +71,5 @@ def compile_ahead_of_time(target_name: str, report_path: str | None) -> int:
 
 
 if __name__ == "__main__":
-  from hnet import cli  # pylint: disable=g-import-not-at-top
-  cli.run(main, "train.py")
+  from hnet import entry_errors  # pylint: disable=g-import-not-at-top
+  entry_errors.run(main, "train.py")

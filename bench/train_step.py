@@ -29,9 +29,9 @@ from ml_collections import config_flags
 
 from hnet.configs import base, hnet_1stage_L
 from hnet import aot, sharding, trainer
+from hnet.accelerators import device_peak_flops
 from hnet.config import model_config_from_dict
 from hnet.flops import flops_per_byte
-from hnet.metrics import device_peak_flops
 from hnet.model import count_params
 from hnet.optim import make_optimizer
 

@@ -3,7 +3,8 @@
 TPU slices come from libtpu's topology descriptions (`pip install "jax[tpu]"`), NVIDIA GPUs from
 jax's CUDA plugin (`pip install -e ".[cuda]"`) with an XLA GPU target config kept in
 `hnet/gpu_targets/*.txtpb`. Neither needs the hardware: `jax.jit(...).lower(...).compile()` against
-these devices is an ahead-of-time compile for the real chip.
+these devices is an ahead-of-time compile for the real chip. The same peak FLOP/s table gives
+training's MFU (`device_peak_flops`, by the device kind jax reports).
 
 TPU names follow Cloud TPU: `v4-N` and `v5p-N` count TensorCores (two per chip), `v5e-N`
 and `v6e-N` count chips.
@@ -60,6 +61,16 @@ PEAK_FLOPS_BY_KIND = {
     "TPU v6 lite": TPU_GENERATIONS["v6e"].peak_flops,
 }
 GPU_MEMORY_FRACTION = 0.95  # train.py sets XLA_PYTHON_CLIENT_MEM_FRACTION to this unless the user did
+
+
+def device_peak_flops(device: jax.Device | None = None) -> tuple[float | None, str]:
+  """(peak FLOP/s, device kind) for MFU; None where the peak is unknown (e.g. CPU)."""
+  device = device or jax.devices()[0]
+  kind = getattr(device, "device_kind", str(device))
+  for name, peak in PEAK_FLOPS_BY_KIND.items():  # unknown devices (CPU) report no MFU
+    if name.lower() in kind.lower():
+      return peak, kind
+  return None, kind
 
 
 @dataclasses.dataclass(frozen=True)

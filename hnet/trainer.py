@@ -22,13 +22,14 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from hnet import sharding
+from hnet import eval_totals, sharding
+from hnet.accelerators import device_peak_flops
 from hnet.checkpoint import Checkpointer, check_param_shapes
 from hnet.config import ModelConfig, model_config_from_dict
 from hnet.flops import flops_per_byte
 from hnet import routers
 from hnet.loss import LN2, ControllerState
-from hnet.metrics import accumulate, MetricWriter, device_peak_flops
+from hnet.metric_writer import MetricWriter
 from hnet.model import HNetLM, count_params
 from hnet.optim import is_frozen, make_optimizer, stage_lr_multipliers
 
@@ -228,7 +229,7 @@ def evaluate(eval_step_fn, params, data_iter, batch_sharding, num_stages: int, m
     out = jax.device_get(eval_step_fn(params, sharding.to_global(batch, batch_sharding)))
     return out.pop("nll_sum"), out.pop("count"), out.pop("positions"), out
 
-  return accumulate(data_iter, score, num_stages, max_batches).scalars()
+  return eval_totals.accumulate(data_iter, score, num_stages, max_batches).scalars()
 
 
 class _StopSignal:

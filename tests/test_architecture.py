@@ -15,8 +15,8 @@ LAYERS = (
     ("layers", ("hnet.layers",)),  # nnx modules over the kernels
     ("model", ("hnet.model", "hnet.stage", "hnet.stack", "hnet.chunking", "hnet.routers", "hnet.generate",
                "hnet.loss", "hnet.flops")),
-    ("train", ("hnet.trainer", "hnet.optim", "hnet.checkpoint", "hnet.metrics", "hnet.runs", "hnet.aot",
-               "hnet.accelerators", "hnet.data", "hnet.distributed", "hnet.cli")),
+    ("train", ("hnet.trainer", "hnet.optim", "hnet.checkpoint", "hnet.eval_totals", "hnet.metric_writer", "hnet.runs",
+               "hnet.aot", "hnet.accelerators", "hnet.data", "hnet.distributed", "hnet.entry_errors")),
     ("tools", ("hnet.evals", "hnet.convert", "hnet.torch_files", "hnet.calibrate_entropy")),
 )
 

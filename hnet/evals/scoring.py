@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from hnet import sharding, trainer
 from hnet.evals import packing
 from hnet.runs import Loaded
-from hnet.metrics import accumulate
+from hnet.eval_totals import accumulate
 
 
 def _score(params, batch: dict, *, graphdef, train: bool, greedy: bool):

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from hnet import cli
+from hnet import entry_errors
 from hnet.config import parse_layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,16 +32,16 @@ def test_train_py_config_mistakes_are_one_line(arg, status, message, tmp_path):
 def test_one_line_messages():
   nested = ValueError("Error whilst parsing config file:\n\nTraceback (most recent call last):\n  File x\n"
                       "ValueError: unknown config variant 'huge' (known: 'tiny')")
-  assert cli.one_line(nested) == "ValueError: unknown config variant 'huge' (known: 'tiny')"
-  assert cli.one_line(AttributeError(KeyError("'lrr'\nDid you mean \"lr\"?"))) == (
+  assert entry_errors.one_line(nested) == "ValueError: unknown config variant 'huge' (known: 'tiny')"
+  assert entry_errors.one_line(AttributeError(KeyError("'lrr'\nDid you mean \"lr\"?"))) == (
       "unknown config key 'lrr' (Did you mean \"lr\"?)")
-  assert cli.one_line(FileNotFoundError("no checkpoint under /x")) == "no checkpoint under /x"
+  assert entry_errors.one_line(FileNotFoundError("no checkpoint under /x")) == "no checkpoint under /x"
 
 
 def test_only_errors_raised_by_hnet_count_as_the_users_mistakes():
   with pytest.raises(ValueError) as ours:
     parse_layout("['m1', ['T2']")
-  assert cli.raised_by_hnet(ours.value)
+  assert entry_errors.raised_by_hnet(ours.value)
   with pytest.raises(ValueError) as theirs:
     np.zeros(3).reshape(2, 2)  # a bug deep in a library keeps its traceback
-  assert not cli.raised_by_hnet(theirs.value)
+  assert not entry_errors.raised_by_hnet(theirs.value)

@@ -1,4 +1,4 @@
-"""Entry-point plumbing shared by train.py and eval.py: one-line errors for the user's mistakes.
+"""One-line errors for the user's mistakes, shared by the entry points (train.py, eval.py, calibrate_entropy).
 
 A mistyped `--config.*` key, a bad value, a config file that does not load, or a `ValueError` /
 `FileNotFoundError` that hnet raises on purpose (bad layout, missing data, ...) ends the program

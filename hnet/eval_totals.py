@@ -1,22 +1,10 @@
-"""Evaluation totals (exact bits/byte, compression), metric writing (TensorBoard + metrics.jsonl), peak FLOP/s."""
-import json
-import os
+"""Evaluation totals: exact bits/byte and per-stage compression summed over batches, and the one eval loop.
+
+The trainer's periodic evals and eval.py's bits/byte both fill an `EvalTotals` through `accumulate`.
+"""
 from typing import Callable, Iterable
 
-import jax
-
-from hnet.accelerators import PEAK_FLOPS_BY_KIND
 from hnet.loss import LN2
-
-
-def device_peak_flops(device: jax.Device | None = None) -> tuple[float | None, str]:
-  """(peak FLOP/s, device kind) for MFU; None where the peak is unknown (e.g. CPU)."""
-  device = device or jax.devices()[0]
-  kind = getattr(device, "device_kind", str(device))
-  for name, peak in PEAK_FLOPS_BY_KIND.items():  # unknown devices (CPU) report no MFU
-    if name.lower() in kind.lower():
-      return peak, kind
-  return None, kind
 
 
 class EvalTotals:
@@ -78,35 +66,3 @@ def accumulate(batches: Iterable[dict], score: Callable[[dict], tuple], num_stag
       break
     totals.add(*score(batch))
   return totals
-
-
-class MetricWriter:
-  """Scalars to TensorBoard and one JSON object per line in metrics.jsonl (process 0 only)."""
-
-  def __init__(self, workdir: str, enabled: bool = True):
-    self.enabled = enabled
-    self._tb = None
-    self._jsonl = None
-    if enabled:
-      os.makedirs(workdir, exist_ok=True)
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-
-  def write(self, step: int, scalars: dict[str, float]) -> None:
-    if not self.enabled:
-      return
-    clean = {k: float(v) for k, v in scalars.items()}
-    for k, v in clean.items():
-      self._tb.add_scalar(k, v, step)
-    self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
-    self._jsonl.flush()
-
-  def write_text(self, tag: str, text: str) -> None:
-    if self.enabled:
-      self._tb.add_text(tag, text, 0)
-
-  def close(self) -> None:
-    if self.enabled:
-      self._tb.close()
-      self._jsonl.close()
