@@ -12,7 +12,6 @@ puts θ into the config file (its `c.model.entropy_threshold = ...` line).
 """
 # pylint: disable=invalid-name
 import logging
-import os
 import re
 
 import jax

@@ -5,7 +5,6 @@ evals -> loop. `train_step` and `eval_step` are plain `jax.jit` functions over a
 `TrainState` pytree with explicit shardings.
 """
 # pylint: disable=invalid-name
-import dataclasses
 import json
 import logging
 import math
