@@ -57,5 +57,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from hnet import entry_errors  # pylint: disable=g-import-not-at-top
+  from hnet.train import entry_errors  # pylint: disable=g-import-not-at-top
   entry_errors.run(main, "eval.py")

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from hnet.accelerators import GPU_MEMORY_FRACTION  # imports jax; its GPU backend starts later, reading this
+from hnet.train.accelerators import GPU_MEMORY_FRACTION  # imports jax; its GPU backend starts later, reading this
 
 # JAX takes 75% of a GPU's memory by default; a training process owns the GPU (`--aot` checks against this).
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(GPU_MEMORY_FRACTION))
@@ -48,7 +48,7 @@ def main(argv):
   hnet_log.propagate = False
   if FLAGS.aot:
     sys.exit(compile_ahead_of_time(FLAGS.aot, FLAGS.aot_report))
-  from hnet import distributed, trainer  # pylint: disable=import-outside-toplevel
+  from hnet.train import distributed, trainer  # pylint: disable=import-outside-toplevel
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
   ev = result["eval"]
@@ -58,7 +58,7 @@ def main(argv):
 
 
 def compile_ahead_of_time(target_name: str, report_path: str | None) -> int:
-  from hnet import accelerators, aot  # pylint: disable=import-outside-toplevel
+  from hnet.train import accelerators, aot  # pylint: disable=import-outside-toplevel
   target = accelerators.parse(target_name)
   if target.platform == "cuda":
     accelerators.prepare_gpu_compiles()  # before the first compile
@@ -71,5 +71,5 @@ def compile_ahead_of_time(target_name: str, report_path: str | None) -> int:
 
 
 if __name__ == "__main__":
-  from hnet import entry_errors  # pylint: disable=g-import-not-at-top
+  from hnet.train import entry_errors  # pylint: disable=g-import-not-at-top
   entry_errors.run(main, "train.py")

@@ -39,14 +39,14 @@ import numpy as np
 from flax import nnx
 
 from bench import generation, train_step
-from hnet.configs import hnet_1stage_L
-from hnet import aot
 from hnet.config import model_config_from_dict
-from hnet.kernels.ssd import ssd_pallas
+from hnet.configs import hnet_1stage_L
 from hnet.kernels import splash
-from hnet.layers.attention import attention_mask, dense_attention
+from hnet.kernels.ssd import ssd_pallas
 from hnet.kernels.ssd_xla import ssd_chunked
-from hnet.model import HNetLM
+from hnet.layers.attention import attention_mask, dense_attention
+from hnet.model.lm import HNetLM
+from hnet.train import aot
 
 # Relative error (max |kernel - reference| / max |reference|) a kernel may have against XLA float32 at
 # 'highest' precision, beside "no worse than 2x XLA's own error at the same dtype".
@@ -345,7 +345,7 @@ def generation_speed(variant: str, deadline: float) -> dict:
     except Exception as e:  # pylint: disable=broad-except
       rows.append({"batch": batch, "error": _error(e)})
   return {"config": "hnet_1stage_L" + (":tiny" if variant == "tiny" else ""), "length": length,
-          "note": "random parameters, greedy, one jitted scan over all new bytes (hnet.generate)", "rows": rows}
+          "note": "random parameters, greedy, one jitted scan over all new bytes (hnet.model.generate)", "rows": rows}
 
 
 # --------------------------------------------------------------------------- summary

@@ -16,7 +16,7 @@ import importlib
 import json
 import os
 
-from hnet import trainer
+from hnet.train import trainer
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

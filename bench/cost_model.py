@@ -7,12 +7,12 @@
       --ssd_impl pallas --chunk 128                           # the Triton kernel, deviceless (needs jax[cuda12])
 
 Runs on a CPU host, no accelerator: a TPU target comes from libtpu's topology description, `h100`
-from jax's CUDA plugin with `hnet/gpu_targets/h100_sxm.txtpb`. Each layer kind (the Mamba2 mixer, the
+from jax's CUDA plugin with `hnet/train/gpu_targets/h100_sxm.txtpb`. Each layer kind (the Mamba2 mixer, the
 SSD scan alone, attention, SwiGLU) is lowered as `jax.vjp` of its forward with the output standing
 in for its cotangent (the backward of a training step, without the loss), on one chip, and
 compiled. The script prints XLA's FLOPs, bytes accessed, its estimated time (`optimal_seconds`,
 TPU only) and the TFLOP/s and % of peak that implies, on two bases: XLA's FLOP count (the issue's
-figure) and the model FLOPs of `hnet/flops.py` (3 x forward, unchanged by recomputation). The
+figure) and the model FLOPs of `hnet/model/flops.py` (3 x forward, unchanged by recomputation). The
 estimate covers loop-free programs only (one layer, not a scanned stack) and cannot see inside
 Pallas kernels: for `--ssd_impl pallas` the useful output is that the kernels compile (`kernels`
 lists the custom calls found in the compiled program). None of these figures is a measured speed.
@@ -30,12 +30,12 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hnet import accelerators, aot
 from hnet.config import LayerGroup, ModelConfig, StageConfig
-from hnet.flops import layer_flops
 from hnet.layers.attention import Attention, attention_mask
 from hnet.layers.mamba2 import SSD_IMPLS, Mamba2
 from hnet.layers.mlp import SwiGLU
+from hnet.model.flops import layer_flops
+from hnet.train import accelerators, aot
 
 PEAK_TFLOPS = {"v5p": 459.0, "v5litepod": 197.0, "v6e": 918.0, "v4": 275.0, "h100": 989.0}  # dense bf16 per chip
 LAYERS = ("mamba2", "ssd", "attention", "swiglu")
@@ -44,7 +44,7 @@ LAYERS = ("mamba2", "ssd", "attention", "swiglu")
 def target_device(target: str):
   """One chip of a TPU topology such as 'v5p:2x2x1' (libtpu's description) or of 'h100' (CUDA plugin).
 
-  No hardware is needed: jax itself stays on the CPU (hnet/accelerators.py).
+  No hardware is needed: jax itself stays on the CPU (hnet/train/accelerators.py).
   """
   jax.config.update("jax_platforms", "cpu")
   if target == "h100":

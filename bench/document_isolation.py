@@ -22,8 +22,8 @@ import numpy as np
 from flax import nnx
 
 from hnet import BOS_ID
-from hnet import runs
 from hnet.evals import documents
+from hnet.train import runs
 
 
 def pack_rows(docs: list[bytes], L: int, per_row: int) -> tuple[np.ndarray, np.ndarray, list]:

@@ -1,4 +1,4 @@
-"""Cached generation (hnet.generate) vs full recompute per new byte, at 1024 bytes.
+"""Cached generation (hnet.model.generate) vs full recompute per new byte, at 1024 bytes.
 
   python -m bench.generation                          # configs/default.py and configs/hnet_1stage.py, CPU
   python -m bench.generation --configs flat hnet_2stage:tiny --batch 1 4 --recompute_steps 32
@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hnet import BOS_ID, generate
+from hnet import BOS_ID
 from hnet.config import model_config_from_dict
-from hnet.model import HNetLM, count_params
+from hnet.model import generate
+from hnet.model.lm import HNetLM, count_params
 
 PROMPT = b"The "
 

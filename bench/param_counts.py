@@ -10,8 +10,8 @@ import importlib
 from flax import nnx
 
 from hnet.config import model_config_from_dict
-from hnet.flops import flops_per_byte
-from hnet.model import HNetLM, count_params
+from hnet.model.flops import flops_per_byte
+from hnet.model.lm import HNetLM, count_params
 
 CONFIGS = ("default", "flat", "hnet_1stage", "hnet_2stage", "mrt5", "word", "stride",
            "hnet_1stage_L", "hnet_1stage_XL", "hnet_2stage_L", "hnet_2stage_XL", "hnet_2stage_XL_chinese",

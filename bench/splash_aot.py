@@ -3,7 +3,7 @@
   python -m bench.splash_aot                       # v5p:2x2x1, head dims 64 and 128, L 8192, global and window 1023
   python -m bench.splash_aot --impl auto xla --out bench/results/splash_aot_v5p.jsonl
 
-Runs on a CPU host: the target is libtpu's description of a TPU topology (`hnet.accelerators.tpu_devices`).
+Runs on a CPU host: the target is libtpu's description of a TPU topology (`hnet.train.accelerators.tpu_devices`).
 The layer runs as in training, under `jax.set_mesh` over all the topology's chips (batch over fsdp, heads
 over tensor), so the kernel sits inside `jax.shard_map`; `model.attention_impl` 'auto' or 'splash'
 picks the Mosaic kernel at lowering (`jax.lax.platform_dependent`). Each line reports the Pallas kernels
@@ -22,8 +22,9 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from bench.cost_model import kernels
-from hnet import accelerators, sharding
+from hnet import sharding
 from hnet.layers.attention import Attention, layer_mask
+from hnet.train import accelerators
 
 
 def tpu_mesh(target: str, tensor: int = 2) -> Mesh:

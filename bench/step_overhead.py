@@ -13,7 +13,7 @@ How the estimate is made, and what it cannot see:
 - `optimal_seconds` adds up per-op estimates and is valid for loop-free programs only, so layers are
   unrolled (`model.scan_layers=False`, tested equal to the scan). An unrolled 30-layer step takes
   this 2-core host tens of minutes to compile, so each group of identical layers is cut to one
-  layer (`reduced`); the ops of each component are found by their named scopes (hnet/model.py,
+  layer (`reduced`); the ops of each component are found by their named scopes (hnet/model/lm.py,
   stage.py, stack.py, trainer.py) and a layer component's cycles are multiplied by the layers of
   its kind. The AdamW update is compiled alone for the full model's parameters.
 - the Pallas attention kernels (splash, `attention_impl='auto'` on TPU) are custom calls the cost
@@ -41,11 +41,13 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from hnet.configs import hnet_1stage_L, hnet_2stage_L
-from hnet import accelerators, routers, sharding, trainer
+from hnet import sharding
 from hnet.config import model_config_from_dict
-from hnet.flops import attention_context, flops_breakdown, flops_per_byte
-from hnet.optim import make_optimizer
+from hnet.configs import hnet_1stage_L, hnet_2stage_L
+from hnet.model import routers
+from hnet.model.flops import attention_context, flops_breakdown, flops_per_byte
+from hnet.train import accelerators, trainer
+from hnet.train.optim import make_optimizer
 
 TOPOLOGY = "v5p:2x2x1"  # libtpu describes no single-chip v5p slice; one chip of this one is used
 PEAK_FLOPS = accelerators.TPU_GENERATIONS["v5p"].peak_flops
@@ -127,17 +129,9 @@ def abstract_step(c, device):
   """The lowered training step of `c` on one chip, exactly as `trainer.jit_train_step` builds it."""
   model_cfg = model_config_from_dict(c.model)
   mesh = sharding.make_mesh(1, 1, 1, devices=[device])
-  graphdef, abstract_params = trainer.abstract_model(model_cfg, c.seed)
-  params_sharding = sharding.param_shardings(abstract_params, mesh)
-  params = jax.tree.map(lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
-                        params_sharding, abstract_params)
-  tx, schedule = make_optimizer(c.opt, abstract_params, num_steps=c.train.num_steps, model_cfg=model_cfg)
-  init, state_sharding = trainer.compile_state_init(params, tx, mesh)
-  state = sharding.abstract_with_shardings(init.out_info, state_sharding)
-  batch = sharding.abstract_batch(c.train.batch_size, c.data.seq_len, mesh)
+  step, state, batch, _ = trainer.abstract_train_step(c, model_cfg, mesh)
   # Default precision, as on an accelerator: Mosaic rejects bf16 matmuls at 'highest' (which tests set).
   with jax.set_mesh(mesh), jax.default_matmul_precision("default"):
-    step = trainer.jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
     return step.lower(state, batch), model_cfg
 
 
@@ -171,7 +165,7 @@ _CYCLES_RE = re.compile(r'op_name="([^"]*)".*?"estimated_cycles":"(\d+)"')
 
 
 def scope_of(op_name: str) -> tuple[int | None, str]:
-  """(innermost stage, component) of an op from its named scopes (hnet/model.py, stage.py, stack.py, trainer.py)."""
+  """(innermost stage, component) of an op from its named scopes (hnet/model/lm.py, stage.py, stack.py, trainer.py)."""
   layer = re.search(r"(?<![\w])(mamba2|attention|mlp)_stage(\d+)(?![\w])", op_name)
   if layer:  # a layer's scope names its stage (a rematerialised layer's backward loses the outer scopes)
     return int(layer[2]), layer[1]

@@ -27,13 +27,14 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from hnet.configs import base, hnet_1stage_L
-from hnet import aot, sharding, trainer
-from hnet.accelerators import device_peak_flops
+from hnet import sharding
 from hnet.config import model_config_from_dict
-from hnet.flops import flops_per_byte
-from hnet.model import count_params
-from hnet.optim import make_optimizer
+from hnet.configs import base, hnet_1stage_L
+from hnet.model.flops import flops_per_byte
+from hnet.model.lm import count_params
+from hnet.train import aot, trainer
+from hnet.train.accelerators import device_peak_flops
+from hnet.train.optim import make_optimizer
 
 FLAGS = flags.FLAGS
 

@@ -3,7 +3,7 @@
   python -m bench.will_it_fit                                   # the README table (hours on 2 CPU cores)
   python -m bench.will_it_fit --configs hnet_1stage_L --targets v5p-8 h100
 
-Every cell is `train.py --aot` (hnet/aot.py): the exact training step at 8192-byte rows, fsdp over
+Every cell is `train.py --aot` (hnet/train/aot.py): the exact training step at 8192-byte rows, fsdp over
 every device of the target, compiled ahead of time on this CPU host. The search compiles one row
 per device, then aims at the largest power of two that a line through the compiles so far says
 fits, until the largest fitting power of two and the next one up (which does not) were both
@@ -24,7 +24,7 @@ import sys
 import jax
 import numpy as np
 
-from hnet import accelerators, aot
+from hnet.train import accelerators, aot
 
 CONFIGS = ("hnet_1stage_L", "hnet_1stage_XL", "hnet_2stage_L", "hnet_2stage_XL")
 TARGETS = ("h100", "h100x8", "v5p-8", "v5e-8")

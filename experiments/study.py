@@ -38,9 +38,9 @@ import time
 import jax
 import numpy as np
 
-from hnet import trainer
 from hnet.config import model_config_from_dict
-from hnet.flops import flops_per_byte
+from hnet.model.flops import flops_per_byte
+from hnet.train import trainer
 
 log = logging.getLogger("experiments.study")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -162,7 +162,7 @@ def ensure_entropy_lm(variant: str, root: str, data_dir: str = "") -> dict:
   BLT trains its entropy model apart: its bytes are not part of the budget, its forward pass is
   part of blt's FLOPs/byte.
   """
-  from hnet import calibrate_entropy  # pylint: disable=import-outside-toplevel
+  from hnet.tools import calibrate_entropy  # pylint: disable=import-outside-toplevel
   workdir = os.path.join(root, ENTROPY_LM)
   done = _finished(workdir)
   if done is not None:
@@ -224,9 +224,9 @@ class Interrupted(Exception):
 
 def train_and_measure(run: Run, c, workdir: str, *, noise: bool = True) -> dict:
   """Trains (or resumes) the run, evaluates it, writes and returns `<workdir>/result.json`."""
-  from hnet import runs  # pylint: disable=import-outside-toplevel
   from hnet.evals import bpb, robustness  # pylint: disable=import-outside-toplevel
   from hnet.evals import documents  # pylint: disable=import-outside-toplevel
+  from hnet.train import runs  # pylint: disable=import-outside-toplevel
   done = _finished(workdir)
   if done is not None:
     log.info("%s: finished earlier, skipped", run.name)

@@ -142,7 +142,7 @@ class ModelConfig:
   entropy_rule: str = "global"
 
   def __post_init__(self):
-    # Which routers exist and what each needs is the model layer's registry (hnet/routers, `check`).
+    # Which routers exist and what each needs is the model layer's registry (hnet/model/routers, `check`).
     if not self.router:
       raise ValueError("model.router is empty: name a router, or 'none' for a flat model")
     if len(self.stages) == 1 and self.router != "none":
@@ -204,7 +204,7 @@ class ModelConfig:
     """Chunk slots of one document of `length` positions: min(length, ceil(length · slack / N)).
 
     Works on Python ints and integer arrays alike. Each packed document gets its own budget, so its
-    chunking never depends on the other documents of its row (hnet/chunking.py).
+    chunking never depends on the other documents of its row (hnet/model/chunking.py).
     """
     r = self.budget_ratio(stage)
     slots = -(-(length * r.numerator) // r.denominator)

@@ -90,6 +90,13 @@ def data_parallel_size(mesh_shape) -> int:
   return mesh_shape["data"] * mesh_shape["fsdp"]
 
 
+def round_up_batch(rows: int, mesh_shape) -> int:
+  """`rows` (at least 1) rounded up to a multiple of the data-parallel size: an evaluation batch every
+  device gets a share of (the padded rows are masked)."""
+  dp = data_parallel_size(mesh_shape)
+  return -(-max(rows, 1) // dp) * dp
+
+
 def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
   """Batch rows over data × fsdp; the sequence axis stays whole on each device."""
   return NamedSharding(mesh, P(BATCH_AXES))

@@ -36,7 +36,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_hnet_run(tmp_path_factory):
   """(workdir, data_dir) of a 2-step tiny hnet_1stage run on 8 devices, shared by the eval tests."""
-  from hnet import trainer  # pylint: disable=import-outside-toplevel
+  from hnet.train import trainer  # pylint: disable=import-outside-toplevel
   from tests.helpers import load_config  # pylint: disable=import-outside-toplevel
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   workdir = str(tmp_path_factory.mktemp("run"))

@@ -13,7 +13,7 @@ from flax import nnx
 
 from hnet.config import model_config_from_dict
 from hnet.configs.base import get_config
-from hnet.model import HNetLM
+from hnet.model.lm import HNetLM
 
 FAMILIES = ("flat", "hnet_1stage", "hnet_2stage", "mrt5", "word", "stride", "default", "blt")  # default: local attention
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from hnet.configs import hnet_1stage
-from hnet import accelerators, aot
+from hnet.train import accelerators, aot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 requires_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,

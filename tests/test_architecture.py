@@ -13,11 +13,9 @@ LAYERS = (
     ("base", ("hnet", "hnet.config", "hnet.configs", "hnet.sharding", "hnet.data.batch")),  # what everything may read
     ("kernels", ("hnet.kernels",)),  # pure functions: SSD (XLA, Pallas), splash attention
     ("layers", ("hnet.layers",)),  # nnx modules over the kernels
-    ("model", ("hnet.model", "hnet.stage", "hnet.stack", "hnet.chunking", "hnet.routers", "hnet.generate",
-               "hnet.loss", "hnet.flops")),
-    ("train", ("hnet.trainer", "hnet.optim", "hnet.checkpoint", "hnet.eval_totals", "hnet.metric_writer", "hnet.runs",
-               "hnet.aot", "hnet.accelerators", "hnet.data", "hnet.distributed", "hnet.entry_errors")),
-    ("tools", ("hnet.evals", "hnet.convert", "hnet.torch_files", "hnet.calibrate_entropy")),
+    ("model", ("hnet.model",)),  # the hierarchy, routers, generation, losses, FLOP counts
+    ("train", ("hnet.train", "hnet.data")),  # step and loop, optimizer, checkpoints, runs; the input pipeline
+    ("tools", ("hnet.evals", "hnet.convert", "hnet.tools")),  # eval.py's commands, weight conversion, calibration
 )
 
 
@@ -112,7 +110,7 @@ def test_no_import_circle():
 
 def test_the_checks_catch_what_they_are_for():
   assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-  assert layer("hnet.evals.mc") > layer("hnet.trainer") > layer("hnet.model") > layer("hnet.layers.mamba2")
+  assert layer("hnet.evals.mc") > layer("hnet.train.trainer") > layer("hnet.model.lm") > layer("hnet.layers.mamba2")
   assert layer("hnet.layers.mamba2") > layer("hnet.kernels.ssd") > layer("hnet.config")
   assert layer("hnet.data.batch") == layer("hnet.sharding") < layer("hnet.data.rows")  # the batch contract
   assert layer("hnet.somewhere_new") is None

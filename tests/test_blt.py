@@ -1,6 +1,4 @@
 """BLT entropy patching: the start rule, the frozen entropy LM in training, calibration, errors."""
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -8,12 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hnet import calibrate_entropy, trainer
 from hnet.config import model_config_from_dict
-from hnet import runs
 from hnet.evals import boundaries
-from hnet.routers.entropy import next_byte_entropy, starts_chunk
-from tests.helpers import forward, load_config, packed_batch, tiny_model
+from hnet.model.routers.entropy import next_byte_entropy, starts_chunk
+from hnet.tools import calibrate_entropy
+from hnet.train import runs, trainer
+from tests.helpers import load_config, packed_batch, tiny_model
 
 
 def test_start_rule_global_and_monotonic():
@@ -50,7 +48,7 @@ def test_router_applies_the_rule_to_the_lm_entropies_and_forces_document_starts(
 def test_entropy_lm_is_frozen_and_counted_in_flops():
   c = load_config("blt")
   cfg = model_config_from_dict(c.model)
-  from hnet.flops import flops_breakdown, flops_per_byte  # pylint: disable=import-outside-toplevel
+  from hnet.model.flops import flops_breakdown, flops_per_byte  # pylint: disable=import-outside-toplevel
   lm = flops_per_byte(cfg.entropy_lm, c.data.seq_len)
   assert flops_breakdown(cfg, c.data.seq_len)["stage0/entropy_lm"] == pytest.approx(lm)
   assert flops_breakdown(cfg, c.data.seq_len, train=True)["stage0/entropy_lm"] == pytest.approx(lm / 3)

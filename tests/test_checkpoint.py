@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from hnet.checkpoint import check_param_shapes
+from hnet.train.checkpoint import check_param_shapes
 
 
 def test_param_shape_check_names_the_first_differing_parameter():

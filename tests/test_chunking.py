@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from hnet import chunking
+from hnet.model import chunking
 
 
 def test_positions_and_document_starts():

@@ -1,11 +1,10 @@
 """Layout parsing, config validation and the paper-size parameter counts."""
-import jax
 import pytest
 from flax import nnx
 
-from hnet import routers
 from hnet.config import LayerGroup, model_config_from_dict, parse_layout
-from hnet.model import HNetLM, count_params
+from hnet.model import routers
+from hnet.model.lm import HNetLM, count_params
 from tests.helpers import FAMILIES, load_config
 
 

@@ -1,4 +1,4 @@
-"""hnet.convert and hnet.torch_files on the official-code fixture (tests/fixtures/hnet_official, see its README).
+"""hnet.convert and hnet.convert.torch_files on the official-code fixture (tests/fixtures/hnet_official, see its README).
 
 The fixture's reference logits were computed by the official PyTorch code; here they are
 reproduced from the converted weights without torch, by the full forward and by cached
@@ -25,12 +25,13 @@ import pytest
 from flax import nnx
 
 from bench.param_counts import OFFICIAL_PARAMS
-from hnet import convert, generate, trainer
-from hnet.checkpoint import Checkpointer
 from hnet.config import model_config_from_dict
-from hnet import runs
-from hnet.model import HNetLM, count_params
-from hnet.torch_files import TensorRef, UnsafeFileError, read_state_dict
+from hnet.convert import official as convert
+from hnet.convert.torch_files import TensorRef, UnsafeFileError, read_state_dict
+from hnet.model import generate
+from hnet.model.lm import HNetLM, count_params
+from hnet.train import runs, trainer
+from hnet.train.checkpoint import Checkpointer
 from tests.helpers import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

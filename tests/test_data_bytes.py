@@ -5,8 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from hnet.data import bytes as doc_bytes
-from hnet.data import rows
+from hnet.data import bytes as doc_bytes, rows
 from hnet.data.batch import BATCH_DTYPES
 
 

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from hnet import entry_errors
 from hnet.config import parse_layout
+from hnet.train import entry_errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

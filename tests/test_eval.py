@@ -17,14 +17,14 @@ import numpy as np
 import optax
 import pytest
 
-from hnet import BOS_ID, EOS_ID, sharding, trainer
-from hnet.checkpoint import Checkpointer
+from hnet import BOS_ID, EOS_ID, sharding
 from hnet.config import model_config_from_dict
 from hnet.data import bytes as doc_bytes
-from hnet import runs
 from hnet.evals import boundaries, commands, bpb, documents, mc, packing, perturbations, robustness, sampling, scoring
-from hnet.loss import LN2, ControllerState
-from hnet.optim import make_optimizer
+from hnet.model.loss import LN2, ControllerState
+from hnet.train import runs, trainer
+from hnet.train.checkpoint import Checkpointer
+from hnet.train.optim import make_optimizer
 from tests.conftest import xla_flags
 from tests.helpers import forward, load_config
 
@@ -86,7 +86,7 @@ def test_load_by_workdir_checkpoint_path_and_step(run, loaded):
 
 def test_checkpoint_from_eight_devices_restores_on_one(run, loaded):
   one = runs.load(run[0], devices=jax.devices()[:1])
-  assert one.mesh.size == 1 and one.data_parallel == 1
+  assert one.mesh.size == 1 and one.batch_size(3) == 3
   leaves = jax.tree.leaves(one.params)
   assert all(len(x.sharding.device_set) == 1 for x in leaves)
   for a, b in zip(jax.tree.leaves(loaded.params), leaves):

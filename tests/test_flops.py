@@ -2,7 +2,7 @@
 import pytest
 
 from hnet.config import model_config_from_dict
-from hnet.flops import flops_breakdown, flops_per_byte
+from hnet.model.flops import flops_breakdown, flops_per_byte
 from tests.helpers import load_config
 
 

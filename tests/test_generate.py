@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from hnet import BOS_ID
-from hnet.generate import AttentionCache, Decoder, generate, sample_logits, step_logits
+from hnet.model.generate import AttentionCache, Decoder, generate, sample_logits, step_logits
 from tests.helpers import FAMILIES, forward, tiny_model
 
 

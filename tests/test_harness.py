@@ -25,7 +25,7 @@ from hnet import BOS_ID  # noqa: E402
 from hnet.evals import bpb, commands, documents, mc_items, perturbations  # noqa: E402
 from hnet.evals.harness import TASKS_DIR, corpus_task, tasks  # noqa: E402
 from hnet.evals.harness.model import HNetEvalLM, cut_at_stops, generation_settings  # noqa: E402
-from hnet.loss import LN2  # noqa: E402
+from hnet.model.loss import LN2  # noqa: E402
 from tests.conftest import xla_flags  # noqa: E402
 from tests.helpers import forward, load_config  # noqa: E402
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from hnet.kernels.ssd_xla import run_ids, ssd_chunked, ssd_naive
 from hnet.layers.mamba2 import Mamba2, Mamba2Cache
 from hnet.layers.mamba2_ops import conv_silu, gated_rmsnorm
-from hnet.kernels.ssd_xla import run_ids, ssd_chunked, ssd_naive
 from tests.helpers import packed_segments, ssd_inputs
 
 Q = 16  # chunk size; every L below is deliberately not a multiple of it

@@ -5,8 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from hnet.evals import mc_items as mc
-from hnet.evals import perturbations
+from hnet.evals import mc_items as mc, perturbations
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho".split()
 

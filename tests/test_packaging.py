@@ -37,7 +37,8 @@ def test_the_installed_package_runs_from_another_directory(installed, tmp_path):
   assert "--pytorch" in proc.stdout and "Traceback" not in proc.stderr, proc.stderr[-2000:]  # absl's help exits 1
   where = _run(installed, tmp_path, "-c", "import hnet, hnet.configs.base; print(hnet.__file__)").stdout.strip()
   assert where.startswith(installed)  # not the checkout
-  assert os.path.exists(os.path.join(installed, "hnet", "evals", "harness", "tasks", "hellaswag_noised.yaml"))
+  for data in (("evals", "harness", "tasks", "hellaswag_noised.yaml"), ("train", "gpu_targets", "h100_sxm.txtpb")):
+    assert os.path.exists(os.path.join(installed, "hnet", *data)), data
 
 
 def test_an_older_run_loads_with_defaults_from_the_packaged_configs(installed, tiny_hnet_run, tmp_path):
@@ -46,7 +47,7 @@ def test_an_older_run_loads_with_defaults_from_the_packaged_configs(installed, t
   stored = json.loads((workdir / "config.json").read_text())
   del stored["eval"]["mc_choices"]  # a key added after this run was written
   (workdir / "config.json").write_text(json.dumps(stored))
-  script = ("from hnet import runs\n"
+  script = ("from hnet.train import runs\n"
             "from hnet.configs import stored\n"
             "import json, sys\n"
             "c = stored.merge_config(json.load(open(sys.argv[1] + '/config.json')), None, stored.default_config())\n"

@@ -1,4 +1,4 @@
-"""A router is one class behind `hnet.routers.Router`: this file adds one without touching hnet/.
+"""A router is one class behind `hnet.model.routers.Router`: this file adds one without touching hnet/.
 
 The toy router starts a chunk where a learned linear score of the encoder output is positive; its
 auxiliary loss (the mean start probability) is weighted like H-Net's ratio loss. The model,
@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hnet import routers, trainer
-from hnet.chunking import document_starts
 from hnet.config import model_config_from_dict
-from hnet.flops import flops_breakdown
-from hnet.generate import step_logits
-from hnet.model import HNetLM
-from hnet.routers.base import RouterOutput, valid_mean
+from hnet.model import routers
+from hnet.model.chunking import document_starts
+from hnet.model.flops import flops_breakdown
+from hnet.model.generate import step_logits
+from hnet.model.lm import HNetLM
+from hnet.model.routers.base import RouterOutput, valid_mean
+from hnet.train import trainer
 from tests.helpers import load_config
 
 

@@ -4,15 +4,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hnet.routers.cosine import CosineRouter, ratio_loss
-from hnet.routers.delete_gate import DeleteGateRouter
-from hnet.routers.stride import StrideRouter
-from hnet.routers.whitespace import WhitespaceRouter
+from hnet.model.routers.cosine import CosineRouter, ratio_loss
+from hnet.model.routers.delete_gate import DeleteGateRouter
+from hnet.model.routers.stride import StrideRouter
+from hnet.model.routers.whitespace import WhitespaceRouter
 
 
 def _call(router, x=None, tokens=None, seg=None, train=False):
   seg = jnp.ones(tokens.shape if tokens is not None else x.shape[:2], jnp.int32) if seg is None else seg
-  from hnet.chunking import positions_in_document
+  from hnet.model.chunking import positions_in_document
   return router(x, tokens_BL=tokens, segment_ids_BL=seg, positions_BL=positions_in_document(seg), train=train)
 
 

@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from hnet.configs import base
 from hnet import sharding
 from hnet.config import model_config_from_dict
+from hnet.configs import base
 from hnet.kernels import splash
 from hnet.layers.attention import Attention, DocumentMask, layer_mask
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hnet.configs import base
 from hnet.config import model_config_from_dict
+from hnet.configs import base
 from hnet.kernels.ssd import ssd_pallas
-from hnet.layers.mamba2 import Mamba2
 from hnet.kernels.ssd_xla import ssd_naive
+from hnet.layers.mamba2 import Mamba2
 from tests.helpers import packed_segments, ssd_inputs
 
 L = 45  # not a multiple of the chunk: the last chunk is padded

@@ -7,7 +7,7 @@ import pytest
 
 from experiments import study
 from hnet.config import model_config_from_dict
-from hnet.flops import flops_per_byte
+from hnet.model.flops import flops_per_byte
 from tests.helpers import entropy_lm_workdir
 
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from hnet import trainer
+from hnet.train import trainer
 from tests.conftest import xla_flags
 from tests.helpers import load_config
 

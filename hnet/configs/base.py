@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.model.window = (-1, -1)  # attention window per stage (keys before the query); -1 = global
   c.model.router = "cosine"  # 'cosine' (H-Net), 'delete_gate' (MrT5), 'whitespace', 'stride', 'entropy' (BLT), 'none' (flat)
   c.model.entropy_model = config_dict.placeholder(str)  # router='entropy': work dir of a byte LM trained with configs/entropy_lm.py
-  c.model.entropy_threshold = 2.0  # router='entropy': θ in nats (python -m hnet.calibrate_entropy measures it for target_ratio)
+  c.model.entropy_threshold = 2.0  # router='entropy': θ in nats (python -m hnet.tools.calibrate_entropy measures it for target_ratio)
   c.model.entropy_rule = "global"  # router='entropy': 'global' H[t-1] > θ, or 'monotonic' H[t-1] - H[t-2] > θ (BLT)
   c.model.target_ratio = (4.0,)  # target compression N per outer stage (bytes per chunk)
   c.model.capacity_slack = 1.5  # chunk capacity = ceil(L / N * slack), rounded up to capacity_multiple
@@ -56,7 +56,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.model.scan_layers = True  # run each group of identical layers as a jax.lax.scan; False unrolls it (same maths, loop-free program: XLA's cost model)
   c.model.init_std = 0.02  # std of linear layers; out projections get std / sqrt(n_res)
 
-  # --- optimiser (hnet/optim.py) ---
+  # --- optimiser (hnet/train/optim.py) ---
   c.opt = config_dict.ConfigDict()
   c.opt.lr = 3e-3  # peak learning rate
   c.opt.schedule = "wsd"  # 'wsd' (warmup-stable-decay, H-Net) or 'cosine'
@@ -75,7 +75,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.opt.delete_gate_kp = 0.5  # MrT5 PI controller proportional gain
   c.opt.delete_gate_ki = 1e-5  # MrT5 PI controller integral gain
 
-  # --- training loop (hnet/trainer.py) ---
+  # --- training loop (hnet/train/trainer.py) ---
   c.train = config_dict.ConfigDict()
   c.train.batch_size = 16  # global batch (rows of seq_len bytes)
   c.train.grad_accum_steps = 1  # micro-batches per optimiser step
@@ -86,7 +86,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.train.full_final_eval = True  # the evaluation at the last step covers the whole split (exact bits/byte)
   c.train.max_minutes = -1.0  # stop (with a checkpoint) after this wall time; -1 = no limit
 
-  # --- checkpoints (hnet/checkpoint.py) ---
+  # --- checkpoints (hnet/train/checkpoint.py) ---
   c.ckpt = config_dict.ConfigDict()
   c.ckpt.every = 250  # steps between checkpoints
   c.ckpt.keep = 3  # checkpoints kept

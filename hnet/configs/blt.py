@@ -4,7 +4,7 @@
     python train.py --config configs/blt.py --config.model.entropy_model=runs/entropy --workdir runs/blt
 
 The hierarchy and the run are the `default` config's (local-attention encoder/decoder, Transformer
-on patches); only the router differs. θ is stated here explicitly: `python -m hnet.calibrate_entropy`
+on patches); only the router differs. θ is stated here explicitly: `python -m hnet.tools.calibrate_entropy`
 measured it on the training data for the entropy LM of configs/entropy_lm.py (seed 0) and
 target_ratio bytes per patch; recalibrate for another entropy model or target.
 """

@@ -14,8 +14,7 @@ import functools
 import logging
 import math
 
-from hnet.data import bytes as doc_bytes
-from hnet.data import rows as rows_lib
+from hnet.data import bytes as doc_bytes, rows as rows_lib
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hnet import BOS_ID, chunking
+from hnet import BOS_ID
 from hnet.evals import boundary_rendering
-from hnet.runs import Loaded
-from hnet.model import HNetLM
+from hnet.model import chunking
+from hnet.model.lm import HNetLM
+from hnet.train.runs import Loaded
 
 PAD_MULTIPLE = 64
 

@@ -11,9 +11,9 @@ across stages. A router that trains soft (the delete gate) is scored twice: hard
 # pylint: disable=invalid-name
 from typing import Callable, Iterable
 
-from hnet import routers
 from hnet.evals import documents, packing, scoring
-from hnet.runs import Loaded
+from hnet.model import routers
+from hnet.train.runs import Loaded
 
 
 def _batch_factory(loaded: Loaded, text_file: str | None, split: str) -> tuple[Callable[[], Iterable[dict]], str]:

@@ -10,9 +10,9 @@ import dataclasses
 import os
 from typing import Sequence
 
-from hnet import runs
 from hnet.evals import boundaries, bpb, documents, mc, mc_items, report, robustness, robustness_report, sampling
-from hnet.runs import Loaded
+from hnet.train import runs
+from hnet.train.runs import Loaded
 
 COMMANDS = ("bpb", "noise", "mc", "robustness", "generate", "boundaries")
 

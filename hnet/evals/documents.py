@@ -1,8 +1,7 @@
 """Held-out documents for evaluation: a split of the configured dataset, or a local text file."""
 import os
 
-from hnet.data import bytes as doc_bytes
-from hnet.data import sources
+from hnet.data import bytes as doc_bytes, sources
 
 
 def from_file(path: str, data_cfg) -> list[bytes]:

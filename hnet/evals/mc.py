@@ -9,10 +9,9 @@ so the whole suite compiles once.
 # pylint: disable=invalid-name
 from typing import Sequence
 
-import numpy as np
 
 from hnet.evals import mc_items, packing, robustness, scoring
-from hnet.runs import Loaded
+from hnet.train.runs import Loaded
 
 
 def loglik_fn(loaded: Loaded, with_greedy: bool = False, progress: str | None = None) -> mc_items.LogLikFn:

@@ -14,8 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from hnet import BOS_ID
-from hnet.data import bytes as doc_bytes
-from hnet.data import rows as rows_lib
+from hnet.data import bytes as doc_bytes, rows as rows_lib
 
 
 @dataclasses.dataclass

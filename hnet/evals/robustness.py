@@ -12,7 +12,7 @@ from typing import Sequence
 
 from hnet.evals import mc_items, packing, scoring
 from hnet.evals.perturbations import perturb
-from hnet.runs import Loaded
+from hnet.train.runs import Loaded
 
 
 def budgets(c) -> tuple[int, int]:

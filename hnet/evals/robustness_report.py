@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from hnet import runs
 from hnet.evals import documents, mc, mc_items
 from hnet.evals.perturbations import PAPER_PERTURBATIONS
+from hnet.train import runs
 
 
 def items_for(loaded: runs.Loaded, hellaswag_file: str | None, corpus_mc_file: str | None,

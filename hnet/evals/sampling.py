@@ -1,12 +1,12 @@
-"""Batched sampling from a restored model (cached incremental decoding, hnet.generate)."""
+"""Batched sampling from a restored model (cached incremental decoding, hnet.model.generate)."""
 import os
 import unicodedata
 from typing import Sequence
 
 import jax
 
-from hnet import generate
-from hnet.runs import Loaded
+from hnet.model import generate
+from hnet.train.runs import Loaded
 
 
 def read_prompts(prompts: Sequence[str] = (), prompt_file: str | None = None) -> list[bytes]:

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from hnet import sharding, trainer
+from hnet import sharding
 from hnet.evals import packing
-from hnet.runs import Loaded
-from hnet.eval_totals import accumulate
+from hnet.train import trainer
+from hnet.train.eval_totals import accumulate
+from hnet.train.runs import Loaded
 
 
 def _score(params, batch: dict, *, graphdef, train: bool, greedy: bool):

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hnet.kernels.ssd import check_sizes, ssd_pallas
-from hnet.layers.mamba2_ops import conv_silu, gated_rmsnorm
 from hnet.kernels.ssd_xla import run_ids, ssd_chunked
+from hnet.layers.mamba2_ops import conv_silu, gated_rmsnorm
 
 f32 = jnp.float32
 SSD_IMPLS = {"xla": ssd_chunked, "pallas": ssd_pallas}  # model.ssd_impl

@@ -10,7 +10,7 @@ and lm-eval's `acc_norm` (per character) and `acc_bytes` (per byte) normalise th
 - `loglikelihood_rolling`: a whole text as BOS + bytes in pieces of `data.seq_len` (as `eval.py bpb`
   reads a text file); the end-of-document byte is scored only with `score_eos=True`, which makes the
   sum equal to `eval.py bpb`'s (the harness's perplexity tasks count the text's own bytes).
-- `generate_until`: the cached batched sampler (`hnet.generate`), greedy unless `do_sample`, cut at
+- `generate_until`: the cached batched sampler (`hnet.model.generate`), greedy unless `do_sample`, cut at
   the first stop sequence, at most `max_gen_toks` bytes.
 
 Any other `--model_args` key with a dot is a config override of the stored run
@@ -25,8 +25,8 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
-from hnet import runs
-from hnet.evals import mc, packing, robustness, sampling, scoring
+from hnet.evals import mc, packing, sampling, scoring
+from hnet.train import runs
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_GEN_BYTES = 256
@@ -34,7 +34,7 @@ DEFAULT_MAX_GEN_BYTES = 256
 
 @register_model("hnet")
 class HNetEvalLM(LM):
-  """lm-eval's `LM` over a restored hnet run (`hnet.runs.load`)."""
+  """lm-eval's `LM` over a restored hnet run (`hnet.train.runs.load`)."""
 
   def __init__(self, workdir: str | None = None, checkpoint: str | None = None, step: int | None = None,
                batch_size: int | str | None = None, score_eos: bool = False, seed: int = 0,

@@ -18,10 +18,10 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from hnet import sharding
-from hnet.checkpoint import Checkpointer
 from hnet.config import ModelConfig, model_config_from_dict
 from hnet.configs.stored import default_config, merge_config
-from hnet.model import HNetLM
+from hnet.model.lm import HNetLM
+from hnet.train.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,9 @@ class Loaded:
   def batch_sharding(self) -> NamedSharding:
     return sharding.batch_sharding(self.mesh)
 
-  @property
-  def data_parallel(self) -> int:
-    return sharding.data_parallel_size(self.mesh.shape)
-
   def batch_size(self, rows: int) -> int:
     """`rows` rounded up to a multiple of the data-parallel size."""
-    return -(-max(rows, 1) // self.data_parallel) * self.data_parallel
+    return sharding.round_up_batch(rows, self.mesh.shape)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,20 +17,20 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from hnet import eval_totals, sharding
-from hnet.accelerators import device_peak_flops
-from hnet.checkpoint import Checkpointer, check_param_shapes
+from hnet import sharding
 from hnet.config import ModelConfig, model_config_from_dict
-from hnet.flops import flops_per_byte
-from hnet import routers
-from hnet.loss import LN2, ControllerState
-from hnet.metric_writer import MetricWriter
-from hnet.model import HNetLM, count_params
-from hnet.optim import is_frozen, make_optimizer, stage_lr_multipliers
+from hnet.model import routers
+from hnet.model.flops import flops_per_byte
+from hnet.model.lm import HNetLM, count_params
+from hnet.model.loss import LN2, ControllerState, next_byte_nll
+from hnet.train import eval_totals
+from hnet.train.accelerators import device_peak_flops
+from hnet.train.checkpoint import Checkpointer, check_param_shapes
+from hnet.train.metric_writer import MetricWriter
+from hnet.train.optim import is_frozen, make_optimizer, stage_lr_multipliers
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ def forward_nll(params, graphdef, batch: dict, *, train: bool):
   model = nnx.merge(graphdef, params)
   logits_BLV, aux = model(batch["inputs"], batch["segment_ids"], train=train)
   with jax.named_scope("loss"):
-    nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV.astype(jnp.float32), batch["targets"])
-    nll_BL = nll_BL * batch["loss_mask"].astype(jnp.float32)
+    nll_BL = next_byte_nll(logits_BLV, batch["targets"], batch["loss_mask"])
   return logits_BLV, nll_BL, aux
 
 
@@ -155,7 +154,7 @@ def load_frozen_params(model_cfg: ModelConfig, params, params_sharding, mesh):
   pretrained = routers.router_class(model_cfg.router).pretrained(model_cfg)
   if not pretrained:
     return params
-  from hnet import runs  # pylint: disable=import-outside-toplevel
+  from hnet.train import runs  # pylint: disable=import-outside-toplevel
   for s in range(model_cfg.num_stages - 1):
     path = ("backbone", *("inner",) * s, "router")
     for name, (key, workdir) in pretrained.items():
@@ -209,6 +208,25 @@ def jit_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule, state_shar
   return jax.jit(make_train_step(graphdef, model_cfg, c, tx, schedule),
                  in_shardings=(state_sharding, batch_sharding),
                  out_shardings=(state_sharding, NamedSharding(mesh, P())), donate_argnums=0)
+
+
+def abstract_train_step(c, model_cfg: ModelConfig, mesh):
+  """(jitted step, abstract state, abstract batch, parameter count): the training step of `c` on `mesh` with
+  every input a shape carrying its sharding, ready to lower and compile (`--aot`, benchmarks); nothing is
+  allocated. Lower it under `jax.set_mesh(mesh)`."""
+  graphdef, abstract_params = abstract_model(model_cfg, c.seed)
+  params_sharding = sharding.param_shardings(abstract_params, mesh)
+  params = jax.tree.map(  # the shardings tree has one NamedSharding per Variable (a prefix of the params tree)
+      lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
+      params_sharding, abstract_params)
+  tx, schedule = make_optimizer(c.opt, abstract_params, num_steps=c.train.num_steps, model_cfg=model_cfg)
+  init, state_sharding = compile_state_init(params, tx, mesh)
+  state = sharding.abstract_with_shardings(init.out_info, state_sharding)
+  batch = sharding.abstract_batch(c.train.batch_size, c.data.seq_len, mesh)
+  with jax.set_mesh(mesh):
+    step = jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
+  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params))
+  return step, state, batch, num_params
 
 
 def check_batch_divides(c, mesh) -> None:
@@ -277,7 +295,6 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   # --- mesh ----------------------------------------------------------------------------------
   mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
   batch_sharding = sharding.batch_sharding(mesh)
-  data_parallel = sharding.data_parallel_size(mesh.shape)
   B = c.train.batch_size
   check_batch_divides(c, mesh)
 
@@ -286,7 +303,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   log.info("data: %s", stats)
   train_iter = sharded.make_train_input(c)
 
-  eval_batch = -(-c.eval.batch_size // data_parallel) * data_parallel  # padded rows are masked anyway
+  eval_batch = sharding.round_up_batch(c.eval.batch_size, mesh.shape)
 
   def eval_iter():
     return pipeline.make_eval_iterator(c.data, split=c.data.eval_split, global_batch_size=eval_batch)

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hnet import routers
 from hnet.config import ModelConfig
-from hnet.routers import entropy as entropy_router
-from hnet.stage import Stage
+from hnet.model import routers
+from hnet.model.routers import entropy as entropy_router
+from hnet.model.stage import Stage
 
 
 class HNetLM(nnx.Module):

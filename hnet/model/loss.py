@@ -10,12 +10,10 @@ import optax
 LN2 = math.log(2.0)
 
 
-def cross_entropy(logits_BLV: jax.Array, targets_BL: jax.Array, loss_mask_BL: jax.Array
-                  ) -> tuple[jax.Array, jax.Array]:
-  """Sum of next-byte NLL (nats, float32) over masked positions, and the number of those positions."""
+def next_byte_nll(logits_BLV: jax.Array, targets_BL: jax.Array, loss_mask_BL: jax.Array) -> jax.Array:
+  """Next-byte NLL per position in nats (float32, softmax in float32), zero where `loss_mask_BL` is."""
   nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV.astype(jnp.float32), targets_BL)
-  mask_BL = loss_mask_BL.astype(jnp.float32)
-  return jnp.sum(nll_BL * mask_BL), jnp.sum(mask_BL)
+  return nll_BL * loss_mask_BL.astype(jnp.float32)
 
 
 class ControllerState(NamedTuple):

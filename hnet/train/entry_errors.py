@@ -12,8 +12,9 @@ from typing import Callable
 
 from absl import app, flags
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_OURS = tuple(os.path.join(_ROOT, d) + os.sep for d in ("hnet", "configs"))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # hnet/
+# Our code: the package, and the checkout's configs/ link (a config file run through it keeps that path).
+_OURS = (_PACKAGE + os.sep, os.path.join(os.path.dirname(_PACKAGE), "configs") + os.sep)
 
 
 def one_line(error: BaseException) -> str:

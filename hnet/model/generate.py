@@ -16,11 +16,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hnet import BOS_ID, EOS_ID
-from hnet import routers
-from hnet.model import HNetLM
-from hnet.routers import ByteLMSteps
-from hnet.stack import Block, Stack
-from hnet.stage import Stage
+from hnet.model import routers
+from hnet.model.lm import HNetLM
+from hnet.model.routers import ByteLMSteps
+from hnet.model.stack import Block, Stack
+from hnet.model.stage import Stage
 
 
 class AttentionCache(NamedTuple):

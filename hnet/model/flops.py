@@ -14,8 +14,8 @@ Conventions (documented in docs/model.md):
 - A frozen sub-model (BLT's entropy LM) runs its forward pass only, in training too: with
   train=True it counts a third of its forward FLOPs, so that 3 x the total is a training step's.
 """
-from hnet import routers
 from hnet.config import LayerGroup, ModelConfig, StageConfig
+from hnet.model import routers
 
 
 def attention_context(length: int, window: int) -> float:

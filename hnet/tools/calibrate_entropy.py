@@ -1,7 +1,7 @@
 """Measure BLT's entropy threshold θ that gives `model.target_ratio` bytes per patch on training data.
 
-  python -m hnet.calibrate_entropy --config configs/blt.py --config.model.entropy_model=runs/entropy
-  python -m hnet.calibrate_entropy --config configs/blt.py --config.model.entropy_model=runs/entropy --write
+  python -m hnet.tools.calibrate_entropy --config configs/blt.py --config.model.entropy_model=runs/entropy
+  python -m hnet.tools.calibrate_entropy --config configs/blt.py --config.model.entropy_model=runs/entropy --write
 
 BLT tunes θ until the mean patch size hits its target (their issue #106); this does it in one
 pass: it scores `--batches` training batches with the frozen entropy LM, takes the statistic of
@@ -22,15 +22,15 @@ from absl import logging as absl_logging
 from flax import nnx
 from ml_collections import config_flags
 
-from hnet import chunking
 from hnet.config import model_config_from_dict
-from hnet.routers.entropy import next_byte_entropy
+from hnet.model import chunking
+from hnet.model.routers.entropy import next_byte_entropy
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The BLT config (router 'entropy').", lock_config=True)
 flags.DEFINE_integer("batches", 64, "Training batches to measure on.")
 flags.DEFINE_bool("write", False, "Write θ into the config file.")
-log = logging.getLogger("hnet.calibrate_entropy")
+log = logging.getLogger("hnet.tools.calibrate_entropy")
 _THRESHOLD_LINE = re.compile(r"^(\s*c\.model\.entropy_threshold\s*=\s*)([-+0-9.eE]+)(.*)$", re.M)
 
 
@@ -64,7 +64,7 @@ def threshold_for(scores: np.ndarray, positions: int, forced: int, target_ratio:
 def calibrate(c, batches: int) -> dict:
   """θ for `c` (a config with router 'entropy') and the bytes per patch it gives on the sample."""
   from hnet.data import pipeline  # pylint: disable=import-outside-toplevel
-  from hnet import runs  # pylint: disable=import-outside-toplevel
+  from hnet.train import runs  # pylint: disable=import-outside-toplevel
   model_cfg = model_config_from_dict(c.model)
   if model_cfg.router != "entropy":
     raise ValueError(f"model.router={model_cfg.router!r}: calibration is for the 'entropy' router")
@@ -118,5 +118,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from hnet import entry_errors  # pylint: disable=g-import-not-at-top
+  from hnet.train import entry_errors  # pylint: disable=g-import-not-at-top
   entry_errors.run(main, "calibrate_entropy")

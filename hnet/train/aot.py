@@ -2,7 +2,7 @@
 
 `python train.py --config ... --aot v5p-64` builds the train step that `train.py` would run
 (same model, optimizer, mesh, shardings, donation), lowers it against the target's devices
-(`hnet.accelerators`) and reads XLA's per-device memory analysis, as MaxText's `train_compile.py`
+(`hnet.train.accelerators`) and reads XLA's per-device memory analysis, as MaxText's `train_compile.py`
 does. Nothing runs and no parameters are allocated: every input is a `ShapeDtypeStruct`.
 
 Memory per device = arguments (parameters, optimizer state, batch) + outputs not aliased to the
@@ -20,10 +20,10 @@ import time
 
 import jax
 
-from hnet import accelerators, sharding, trainer
+from hnet import sharding
 from hnet.config import model_config_from_dict
-from hnet.flops import flops_per_byte
-from hnet.optim import make_optimizer
+from hnet.model.flops import flops_per_byte
+from hnet.train import accelerators, trainer
 
 log = logging.getLogger(__name__)
 GB = 1e9
@@ -46,7 +46,7 @@ class Report:
   peak_bytes: int  # XLA's own peak of live buffers where the backend reports it (TPU), else 0
   code_bytes: int
   compile_seconds: float
-  model_flops: float  # per step, 3 x forward (hnet/flops.py)
+  model_flops: float  # per step, 3 x forward (hnet/model/flops.py)
   xla_flops: float | None  # XLA's count, None where the backend has no cost model
   xla_seconds: float | None  # XLA's estimated step time where valid (loop-free program)
   has_loops: bool
@@ -88,22 +88,12 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
   trainer.check_batch_divides(c, mesh)
 
   t0 = time.perf_counter()
-  graphdef, abstract_params = trainer.abstract_model(model_cfg, c.seed)
+  step, state, batch, num_params = trainer.abstract_train_step(c, model_cfg, mesh)
   report = functools.partial(
       Report, target=target, mesh=dict(mesh.shape), batch_size=c.train.batch_size,
-      grad_accum_steps=c.train.grad_accum_steps, seq_len=c.data.seq_len,
-      num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params)), remat=c.model.remat,
+      grad_accum_steps=c.train.grad_accum_steps, seq_len=c.data.seq_len, num_params=num_params, remat=c.model.remat,
       model_flops=3 * flops_per_byte(model_cfg, c.data.seq_len, train=True) * c.train.batch_size * c.data.seq_len)
-  params_sharding = sharding.param_shardings(abstract_params, mesh)
-  params = jax.tree.map(  # the shardings tree has one NamedSharding per Variable (a prefix of the params tree)
-      lambda s, var: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), var),
-      params_sharding, abstract_params)
-  tx, schedule = make_optimizer(c.opt, abstract_params, num_steps=c.train.num_steps, model_cfg=model_cfg)
-  init, state_sharding = trainer.compile_state_init(params, tx, mesh)
-  state = sharding.abstract_with_shardings(init.out_info, state_sharding)
-  batch = sharding.abstract_batch(c.train.batch_size, c.data.seq_len, mesh)
   with jax.set_mesh(mesh):
-    step = trainer.jit_train_step(graphdef, model_cfg, c, tx, schedule, state_sharding, mesh)
     lowered = step.lower(state, batch)
     compiler_options = {}
     try:
@@ -194,7 +184,7 @@ def _cost_analysis(compiled) -> dict | None:
 
 def advice(r: Report) -> str:
   """One line: the first change that should make the step fit."""
-  need, have = r.total_bytes, r.target.usable_bytes
+  have = r.target.usable_bytes
   dp = sharding.data_parallel_size(r.mesh)
   if r.mesh["data"] > 1 and r.mesh["fsdp"] < r.target.num_devices // r.mesh["tensor"]:
     return ("shard parameters and optimizer state over every chip: --config.mesh.fsdp=-1 --config.mesh.data=1 "
@@ -234,7 +224,7 @@ def format_report(r: Report, config_name: str = "") -> str:
       f"({t.memory_bytes / GB:.1f} GB device"
       + (f", XLA_PYTHON_CLIENT_MEM_FRACTION={t.usable_bytes / t.memory_bytes:.2f}" if t.platform == "cuda" else "")
       + f"): {'fits' if r.fits else 'DOES NOT FIT'} ({100 * r.total_bytes / t.usable_bytes:.0f}%)",
-      f"  FLOPs per step: {r.model_flops:.3g} by the model's count (3 x forward, hnet/flops.py); XLA's count: "
+      f"  FLOPs per step: {r.model_flops:.3g} by the model's count (3 x forward, hnet/model/flops.py); XLA's count: "
       + (f"{r.xla_flops:.3g}" + (" (loop bodies counted once)" if r.has_loops else "")
          if r.xla_flops is not None else "none (no cost model for this backend)"),
       f"  step time: at least {r.model_flops / (t.peak_flops * t.num_devices):.3g} s at the "

@@ -3,7 +3,7 @@
 from flax import nnx
 
 from hnet.config import ModelConfig, StageConfig
-from hnet.routers.base import Router, RouterOutput, register, rule_decision, rule_output
+from hnet.model.routers.base import Router, RouterOutput, register, rule_decision, rule_output
 
 
 @register("stride")

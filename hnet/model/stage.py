@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hnet import chunking
 from hnet.config import ModelConfig
-from hnet.routers import make_router
-from hnet.stack import Stack
+from hnet.model import chunking
+from hnet.model.routers import make_router
+from hnet.model.stack import Stack
 
 
 def straight_through(c: jax.Array) -> jax.Array:

@@ -4,7 +4,7 @@ The trainer's periodic evals and eval.py's bits/byte both fill an `EvalTotals` t
 """
 from typing import Callable, Iterable
 
-from hnet.loss import LN2
+from hnet.model.loss import LN2
 
 
 class EvalTotals:

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hnet.chunking import document_starts
 from hnet.config import ModelConfig, StageConfig
-from hnet.loss import ControllerState
+from hnet.model.chunking import document_starts
+from hnet.model.loss import ControllerState
 
 
 class RouterOutput(NamedTuple):

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hnet.chunking import document_starts
 from hnet.config import ModelConfig, StageConfig
-from hnet.loss import ControllerState
-from hnet.routers.base import Router, RouterOutput, register, valid_mean
+from hnet.model.chunking import document_starts
+from hnet.model.loss import ControllerState
+from hnet.model.routers.base import Router, RouterOutput, register, valid_mean
 
 
 def ratio_loss(boundary_frac: jax.Array, prob_mean: jax.Array, target_ratio: float) -> jax.Array:

@@ -4,9 +4,9 @@ import math
 import jax
 import optax
 
-from hnet import routers
 from hnet.config import ModelConfig
-from hnet.model import stage_of_param
+from hnet.model import routers
+from hnet.model.lm import stage_of_param
 
 # Parameters named like these get no weight decay: norms, biases, embeddings, Mamba2's A/D/dt.
 NO_DECAY_NAMES = ("bias", "b", "conv_bias", "dt_bias", "A_log", "D", "embedding", "pad_dimension", "weight")

@@ -6,7 +6,7 @@ Spacelike = not an ASCII letter or digit and not a UTF-8 continuation byte (0x80
 import jax
 import jax.numpy as jnp
 
-from hnet.routers.base import Router, RouterOutput, register, rule_decision, rule_output
+from hnet.model.routers.base import Router, RouterOutput, register, rule_decision, rule_output
 
 
 def spacelike(tokens_BL: jax.Array) -> jax.Array:

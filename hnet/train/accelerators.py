@@ -2,7 +2,7 @@
 
 TPU slices come from libtpu's topology descriptions (`pip install "jax[tpu]"`), NVIDIA GPUs from
 jax's CUDA plugin (`pip install -e ".[cuda]"`) with an XLA GPU target config kept in
-`hnet/gpu_targets/*.txtpb`. Neither needs the hardware: `jax.jit(...).lower(...).compile()` against
+`hnet/train/gpu_targets/*.txtpb`. Neither needs the hardware: `jax.jit(...).lower(...).compile()` against
 these devices is an ahead-of-time compile for the real chip. The same peak FLOP/s table gives
 training's MFU (`device_peak_flops`, by the device kind jax reports).
 
@@ -39,7 +39,7 @@ TPU_GENERATIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class GpuModel:
-  target_config: str  # file in hnet/gpu_targets/
+  target_config: str  # file in hnet/train/gpu_targets/
   memory_bytes: int  # device_memory_size of that file
   peak_flops: float  # dense bf16
 

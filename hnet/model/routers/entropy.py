@@ -5,7 +5,7 @@ Byte t starts a chunk iff H_{t-1} > θ (global rule), or H_{t-1} - H_{t-2} > θ 
 monotonic rule, whose first decision, at a document's byte 1, is always a start), as in BLT.
 Document starts always start a chunk. The LM is another checkpoint of this trainer
 (configs/entropy_lm.py): it runs inside the forward pass under `stop_gradient`, and the
-optimizer leaves it untouched (hnet/optim.py, FROZEN).
+optimizer leaves it untouched (hnet/train/optim.py, FROZEN).
 """
 # pylint: disable=invalid-name
 import jax
@@ -15,7 +15,7 @@ from flax import nnx
 from typing import NamedTuple
 
 from hnet.config import ModelConfig, StageConfig
-from hnet.routers.base import ByteLMSteps, Router, RouterOutput, register, rule_output, valid_mean
+from hnet.model.routers.base import ByteLMSteps, Router, RouterOutput, register, rule_output, valid_mean
 
 
 def next_byte_entropy(logits_XV: jax.Array) -> jax.Array:
@@ -33,13 +33,13 @@ def starts_chunk(h_prev: jax.Array, h_prev2: jax.Array, position: jax.Array, *, 
 
 
 # The byte LM this router holds is the package's own model class, one layer up (models build stages,
-# stages build routers): `hnet.model` registers it here when it is imported. The one upward reach of
+# stages build routers): `hnet.model.lm` registers it here when it is imported. The one upward reach of
 # the package, made explicit instead of an import circle.
 _BYTE_LM: type | None = None
 
 
 def register_byte_lm(cls: type) -> None:
-  """Called by `hnet.model` with `HNetLM`: the class of the frozen entropy LM."""
+  """Called by `hnet.model.lm` with `HNetLM`: the class of the frozen entropy LM."""
   global _BYTE_LM  # pylint: disable=global-statement
   _BYTE_LM = cls
 
@@ -74,7 +74,7 @@ class EntropyRouter(Router):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     if _BYTE_LM is None:
-      raise RuntimeError("EntropyRouter needs hnet.model imported (it registers the byte LM class)")
+      raise RuntimeError("EntropyRouter needs hnet.model.lm imported (it registers the byte LM class)")
     self.entropy_lm = _BYTE_LM(cfg.entropy_lm, rngs=rngs)
     self.rule = cfg.entropy_rule
     self.threshold = cfg.entropy_threshold

@@ -3,7 +3,7 @@
   python -m hnet.convert --pytorch hnet_2stage_XL.pt --config configs/hnet_2stage_XL.py \
       --workdir runs/hnet_2stage_XL [--official_config hnet_2stage_XL.json]
 
-Reads a `.pt` (without torch and without running pickled code: hnet/torch_files.py) or
+Reads a `.pt` (without torch and without running pickled code: hnet/convert/torch_files.py) or
 `.safetensors` state dict, maps every official name and layout onto this model's parameters,
 refuses with a one-line error naming the tensor when one is missing, extra, mis-shaped or not
 finite, and writes `<workdir>/checkpoints/0` holding only the parameters plus the config. Then
@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import sys
 from typing import Any
 
 import jax
@@ -42,8 +41,8 @@ import numpy as np
 from flax import nnx
 
 from hnet.config import SWIGLU_MULTIPLE, ModelConfig, StageConfig, model_config_from_dict, parse_layout, round_up
-from hnet.model import HNetLM
-from hnet.torch_files import TensorRef, read_state_dict
+from hnet.convert.torch_files import TensorRef, read_state_dict
+from hnet.model.lm import HNetLM
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ def _matched(cfg: ModelConfig) -> tuple[nnx.State, dict[tuple, Source]]:
   for path in sorted(paths ^ set(src), key=str):
     where = "has" if path in paths else "lacks"
     raise ValueError(f"the model {where} parameter {'/'.join(map(str, path))}, which the converter does not "
-                     "map: hnet/convert.py needs updating for this model")
+                     "map: hnet/convert/official.py needs updating for this model")
   return params, src
 
 
@@ -268,7 +267,7 @@ def _new_checkpoint_dir(workdir: str) -> str:
 
 def write_checkpoint(workdir: str, params: nnx.State, config_json: dict) -> str:
   """`<workdir>/checkpoints/0` with the parameters only (a fine-tune starts from them) and the config."""
-  from hnet.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
+  from hnet.train.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
   ckpt_dir = _new_checkpoint_dir(workdir)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
@@ -297,38 +296,3 @@ def convert_file(path: str, c, workdir: str, official_config: str | None = None)
   where = write_checkpoint(workdir, params, json.loads(c.to_json_best_effort()))
   return {"checkpoint": where, "tensors": len(tensors), "parameters": n,
           "capacity_slack": c.model.capacity_slack}
-
-
-def main(argv):
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  if len(argv) > 1:
-    sys.exit(f"convert: error: unexpected arguments {argv[1:]}")
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-  F = flags.FLAGS
-  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax chatter
-  log.addHandler(logging.StreamHandler())
-  log.setLevel(logging.INFO)
-  try:
-    out = convert_file(F.pytorch, F.config, F.workdir, F.official_config)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"convert: error: {e}")
-  print(f"wrote {out['checkpoint']}: {out['tensors']} tensors -> {out['parameters']:,} parameters; "
-        f"model.capacity_slack={out['capacity_slack']} (capacity = length: no boundary dropped)\n"
-        f"next: python eval.py --workdir {F.workdir} generate --prompt 'Hello'")
-
-
-def _define_flags():
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("pytorch", None, "Official state dict: a .pt file (read without torch) or .safetensors.")
-  config_flags.DEFINE_config_file("config", None, "Config of the same model, e.g. configs/hnet_2stage_XL.py.",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "New work dir for the checkpoint (eval.py / train.py --workdir).")
-  flags.DEFINE_string("official_config", None, "Optional official JSON config to check --config against.")
-  flags.mark_flags_as_required(["pytorch", "config", "workdir"])
-
-
-if __name__ == "__main__":
-  from absl import app
-  _define_flags()
-  app.run(main)

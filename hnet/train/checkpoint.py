@@ -18,7 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from hnet.optim import path_names
+from hnet.train.optim import path_names
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ G_t = k * sigmoid(-(w . LN(x_t) + b)) in (k, 0); a position is kept (starts a ch
 iff G_t > k/2. Training uses soft deletion: every position reaches the inner network
 and G is added to the inner attention scores per key; inference keeps only the kept
 positions (hard deletion, capacity-padded). The regulariser is mean(G); its weight comes
-from MrT5's PI controller (state outside the parameters, `hnet/loss.py`), driven toward
+from MrT5's PI controller (state outside the parameters, `hnet/model/loss.py`), driven toward
 deleting 1 - 1/N of the positions. The inner stage keeps the kept bytes' RoPE positions.
 """
 # pylint: disable=invalid-name
@@ -12,11 +12,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hnet.chunking import document_starts
 from hnet.config import ModelConfig, StageConfig
 from hnet.layers.norm import RMSNorm
-from hnet.loss import ControllerState, update_controller
-from hnet.routers.base import Router, RouterOutput, register, rule_decision, valid_mean
+from hnet.model.chunking import document_starts
+from hnet.model.loss import ControllerState, update_controller
+from hnet.model.routers.base import Router, RouterOutput, register, rule_decision, valid_mean
 
 
 @register("delete_gate")

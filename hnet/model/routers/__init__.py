@@ -5,8 +5,8 @@ A new router is one file here with a `@register("name")` class, plus its import 
 from flax import nnx
 
 from hnet.config import ModelConfig, StageConfig
-from hnet.routers import cosine, delete_gate, entropy, stride, whitespace  # noqa: F401  (they register)
-from hnet.routers.base import REGISTRY, ByteLMSteps, Router, RouterOutput, register, router_class
+from hnet.model.routers import cosine, delete_gate, entropy, stride, whitespace  # noqa: F401  (they register)
+from hnet.model.routers.base import REGISTRY, ByteLMSteps, Router, RouterOutput, register, router_class
 
 __all__ = ["REGISTRY", "ByteLMSteps", "Router", "RouterOutput", "check", "make_router", "register",
            "router_class", "stage_lengths"]

@@ -1,0 +1,1 @@
+"""Official H-Net weights (goombalab/hnet, PyTorch) to hnet checkpoints: `python -m hnet.convert`."""

@@ -1,0 +1,1 @@
+"""Tools run as `python -m hnet.tools.<name>` on a trained run (entropy threshold calibration)."""
