@@ -1,5 +1,11 @@
 """BLT entropy patching: the start rule, the frozen entropy LM in training, calibration, errors."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +13,8 @@ import pytest
 from flax import nnx
 
 from hnet.config import model_config_from_dict
+from hnet.configs import blt as blt_config
+from hnet.configs import entropy_lm as entropy_lm_config
 from hnet.evals import boundaries
 from hnet.model.routers.entropy import next_byte_entropy, starts_chunk
 from hnet.tools import calibrate_entropy
@@ -130,3 +138,47 @@ def test_calibration_hits_the_target_ratio_and_writes_the_config(entropy_run, tm
   assert config.read_text() == f"c.model.entropy_threshold = {out['threshold']:.4f}  # nats\n"
   scores = np.asarray([5.0, 4.0, 3.0, 2.0, 1.0])
   assert calibrate_entropy.threshold_for(scores, positions=12, forced=1, target_ratio=4.0) == 3.5  # 1 + 2 of 12
+
+
+def test_write_refuses_a_threshold_that_is_not_the_config_files_own():
+  own, lm_own = blt_config.get_config(), entropy_lm_config.get_config()
+  measured = blt_config.get_config()
+  measured.model.entropy_model, measured.data.data_dir = "runs/entropy", "/elsewhere"  # free: θ means the same
+  lm_stored = json.loads(lm_own.to_json_best_effort())
+  full = dict(measured_bytes=64 * 8 * 256, lm_stored=lm_stored, lm_step=lm_own.train.num_steps, lm_own=lm_own)
+  assert calibrate_entropy.write_refusal(measured, own, **full) is None
+  tiny = blt_config.get_config("tiny")
+  assert "differs from the file's own in ckpt.every, data.seq_len" in calibrate_entropy.write_refusal(tiny, own, **full)
+  assert "only 2,048 bytes to measure" in calibrate_entropy.write_refusal(measured, own, **{**full, "measured_bytes": 2048})
+  assert "at step 4 of configs/entropy_lm.py's 1500" in calibrate_entropy.write_refusal(
+      measured, own, **{**full, "lm_step": 4})
+  tiny_lm = json.loads(entropy_lm_config.get_config("tiny").to_json_best_effort())
+  assert "not configs/entropy_lm.py's model (differs in model.d_ff, model.d_model" in (
+      calibrate_entropy.write_refusal(measured, own, **{**full, "lm_stored": tiny_lm}))
+
+
+def _calibrate_cli(config, entropy_run, *flags_):
+  return subprocess.run(
+      [sys.executable, "-m", "hnet.tools.calibrate_entropy", f"--config={config}:tiny",
+       f"--config.model.entropy_model={entropy_run / 'entropy'}", f"--config.data.data_dir={entropy_run / 'tfds'}",
+       "--batches=2", *flags_], capture_output=True, text=True, timeout=300,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_write_from_a_tiny_measurement_is_refused_unless_forced(entropy_run, tmp_path):
+  config = tmp_path / "blt.py"  # a copy: a broken refusal must not touch the shipped θ
+  shutil.copy(blt_config.__file__, config)
+  shipped = config.read_text()
+  proc = _calibrate_cli(config, entropy_run, "--write")
+  assert proc.returncode == 1, proc.stderr
+  assert "Traceback" not in proc.stderr and "θ =" not in proc.stdout, proc.stdout + proc.stderr
+  line = proc.stderr.strip().splitlines()[-1]
+  assert line.startswith(f"calibrate_entropy: error: refusing --write into {config}: the config differs"), line
+  assert "bytes to measure" in line and "the entropy LM is not configs/entropy_lm.py's model" in line, line
+  assert line.endswith("or --force_write to write it anyway"), line
+  assert config.read_text() == shipped
+  proc = _calibrate_cli(config, entropy_run, "--force_write")
+  assert proc.returncode == 0, proc.stderr
+  theta = proc.stdout.split("θ = ")[1].split()[0]
+  assert f"c.model.entropy_threshold = {theta}  # nats" in config.read_text()
+  assert config.read_text().replace(theta, "2.6671") == shipped

@@ -9,9 +9,17 @@ the configured rule (H[t-1], or H[t-1] - H[t-2] for 'monotonic') at every positi
 decides, and picks θ halfway between the two scores where the patch count crosses 1 / N of the
 positions (document starts, and the monotonic rule's byte 1, are patches whatever θ). `--write`
 puts θ into the config file (its `c.model.entropy_threshold = ...` line).
+
+`--write` refuses, on one line and before measuring, a θ that is not the config file's own: one
+measured with a variant (`:tiny`) or `--config.*` overrides (other than `model.entropy_model` and
+`data.data_dir`), on fewer than MIN_WRITE_BYTES bytes, or with an entropy LM that is not a finished
+run of configs/entropy_lm.py as it is written. `--force_write` writes it anyway.
 """
 # pylint: disable=invalid-name
+import importlib.util
+import json
 import logging
+import os
 import re
 
 import jax
@@ -23,15 +31,20 @@ from flax import nnx
 from ml_collections import config_flags
 
 from hnet.config import model_config_from_dict
+from hnet.configs import entropy_lm
+from hnet.configs.stored import default_config, merge_config
 from hnet.model import chunking
 from hnet.model.routers.entropy import next_byte_entropy
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "The BLT config (router 'entropy').", lock_config=True)
 flags.DEFINE_integer("batches", 64, "Training batches to measure on.")
-flags.DEFINE_bool("write", False, "Write θ into the config file.")
+flags.DEFINE_bool("write", False, "Write θ into the config file (refused for a θ that is not the file's own).")
+flags.DEFINE_bool("force_write", False, "Write θ into the config file even when --write would refuse.")
 log = logging.getLogger("hnet.tools.calibrate_entropy")
 _THRESHOLD_LINE = re.compile(r"^(\s*c\.model\.entropy_threshold\s*=\s*)([-+0-9.eE]+)(.*)$", re.M)
+MIN_WRITE_BYTES = 100_000  # the default 64 batches of configs/blt.py offer 131,072
+_FREE_KEYS = ("model.entropy_model", "model.entropy_threshold", "data.data_dir")  # do not change θ's meaning
 
 
 @jax.jit(static_argnames=("graphdef", "rule"))
@@ -100,17 +113,75 @@ def write_threshold(config_path: str, theta: float) -> None:
     f.write(new)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+  return out
+
+
+def _differing(got: dict, want: dict, skip: tuple[str, ...] = ()) -> list[str]:
+  got, want = _flat(got), _flat(want)
+  return sorted(k for k in set(got) | set(want) if k not in skip and got.get(k) != want.get(k))
+
+
+def write_refusal(measured, own, measured_bytes: int, lm_stored: dict, lm_step: int, lm_own) -> str | None:
+  """Why θ measured with config `measured` may not replace the θ of the file whose config is `own`; None if it may.
+
+  `lm_stored` / `lm_step`: the entropy LM run's stored config and checkpoint step; `lm_own`: configs/entropy_lm.py's.
+  """
+  reasons = []
+  keys = _differing(measured.to_dict(), own.to_dict(), _FREE_KEYS)
+  if keys:
+    shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    reasons.append(f"the config differs from the file's own in {shown} (a variant such as ':tiny', or overrides)")
+  if measured_bytes < MIN_WRITE_BYTES:
+    reasons.append(f"only {measured_bytes:,} bytes to measure (batches x batch_size x seq_len; "
+                   f"{MIN_WRITE_BYTES:,} at least: raise --batches)")
+  lm = merge_config(lm_stored, defaults=default_config())
+  lm_keys = _differing({"model": lm.model.to_dict()}, {"model": lm_own.model.to_dict()})
+  if lm_keys:
+    reasons.append(f"the entropy LM is not configs/entropy_lm.py's model (differs in {', '.join(lm_keys[:4])})")
+  elif lm_step < lm_own.train.num_steps:
+    reasons.append(f"the entropy LM is at step {lm_step} of configs/entropy_lm.py's {lm_own.train.num_steps}")
+  return "; ".join(reasons) or None
+
+
+def _own_config(path: str):
+  """The config file's `get_config()` without a variant or overrides."""
+  spec = importlib.util.spec_from_file_location("_calibrated_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def check_write(c, path: str, batches: int) -> None:
+  """Raises a one-line ValueError when --write would put into `path` a θ that is not its own."""
+  from hnet.train import runs  # pylint: disable=import-outside-toplevel
+  model_config_from_dict(c.model)  # the router and the entropy LM's work dir, checked with their own messages
+  lm_workdir, _, lm_step = runs.resolve(c.model.entropy_model)
+  with open(os.path.join(lm_workdir, "config.json"), encoding="utf-8") as f:
+    lm_stored = json.load(f)
+  why = write_refusal(c, _own_config(path), batches * c.train.batch_size * c.data.seq_len, lm_stored, lm_step,
+                      entropy_lm.get_config())
+  if why:
+    raise ValueError(f"refusing --write into {path}: {why}; print θ without --write, or --force_write to write it "
+                     "anyway")
+
+
 def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # tfds / orbax chatter
   if FLAGS.config is None:
     raise ValueError("give --config (e.g. configs/blt.py) and --config.model.entropy_model=<work dir>")
+  path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
+  if FLAGS.write and not FLAGS.force_write:
+    check_write(FLAGS.config, path, FLAGS.batches)
   out = calibrate(FLAGS.config, FLAGS.batches)
   print(f"θ = {out['threshold']:.4f} nats ({out['rule']} rule): {out['bytes_per_patch']:.3f} bytes per patch "
         f"on {out['positions']:,} training bytes (target {out['target_ratio']}), entropy LM step "
         f"{out['entropy_model_step']} of {out['entropy_model']}")
-  if FLAGS.write:
-    path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
+  if FLAGS.write or FLAGS.force_write:
     write_threshold(path, out["threshold"])
     print(f"written to {path}")
   else:
