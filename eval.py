@@ -10,35 +10,43 @@
 """
 import dataclasses
 import logging
+import math
 import os
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from hnet import VOCAB_SIZE
+from hnet.train import entry_errors
+
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "hnet", "configs", "base.py"),
-                                "Only --config.<key>=value overrides are used, applied to the checkpoint's config.",
-                                lock_config=True)
+entry_errors.define_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hnet", "configs", "base.py"),
+                           "Only --config.<key>=value overrides are used, applied to the checkpoint's config.")
 flags.DEFINE_string("workdir", "runs/default", "train.py work dir; its latest checkpoint unless --step.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint path instead: <workdir>/checkpoints[/<step>].")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
 flags.DEFINE_string("out", None, "JSON path (boundaries: output dir); default <workdir>/eval/<command>_step<N>.json.")
 flags.DEFINE_string("text", None, "boundaries: the text to chunk.")
 flags.DEFINE_string("text_file", None, "bpb / noise / mc: a .txt or .jsonl file to evaluate; boundaries: the text.")
 flags.DEFINE_string("split", None, "bpb / noise / mc: split of data.dataset (default data.eval_split).")
 flags.DEFINE_string("hellaswag_file", None, "mc: a released-format HellaSwag jsonl (e.g. hellaswag_val.jsonl).")
-flags.DEFINE_integer("limit", -1, "mc / robustness with a file: the first N items (-1 = all).")
+flags.DEFINE_integer("limit", -1, "mc / robustness with a file: the first N items (-1 = all).", lower_bound=-1)
 flags.DEFINE_string("corpus_mc_file", None, "robustness: items from python -m hnet.evals.harness.corpus_task.")
 flags.DEFINE_list("workdirs", [], "robustness: comma-separated work dirs, one table row each (default: --workdir).")
 flags.DEFINE_enum("metric", "acc_norm", ["acc", "acc_norm", "acc_bytes"], "robustness: the accuracy shown.")
 flags.DEFINE_multi_string("prompt", [], "generate: a prompt (repeatable).")
 flags.DEFINE_string("prompt_file", None, "generate: prompts, one per line.")
-flags.DEFINE_integer("max_bytes", 256, "generate: new bytes per prompt at most (stops at EOS).")
-flags.DEFINE_float("temperature", 1.0, "generate: sampling temperature (0 = greedy).")
-flags.DEFINE_integer("top_k", 0, "generate: keep the k most likely bytes (0 = all).")
-flags.DEFINE_float("top_p", 1.0, "generate: nucleus sampling mass (1 = off).")
-flags.DEFINE_integer("seed", 0, "generate: sampling seed.")
+flags.DEFINE_integer("max_bytes", 256, "generate: new bytes per prompt at most (stops at EOS).", lower_bound=1)
+flags.DEFINE_float("temperature", 1.0, "generate: sampling temperature (0 = greedy).", lower_bound=0.0)
+flags.DEFINE_integer("top_k", 0, f"generate: keep the k most likely bytes (0 = all, at most {VOCAB_SIZE}).",
+                     lower_bound=0, upper_bound=VOCAB_SIZE)
+flags.DEFINE_float("top_p", 1.0, "generate: nucleus sampling mass in (0, 1] (1 = off).", lower_bound=0.0,
+                   upper_bound=1.0)
+flags.DEFINE_integer("seed", 0, "generate: sampling seed.", lower_bound=0)
+# The bounds above let NaN through (every comparison with it is false), and top_p 0 would be greedy in disguise.
+flags.register_validator("temperature", math.isfinite, "must be a finite number >= 0 (0 = greedy)")
+flags.register_validator("top_p", lambda p: math.isfinite(p) and p > 0, "must be in (0, 1] (1 = off)")
 
 
 def main(argv):
@@ -57,5 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from hnet.train import entry_errors  # pylint: disable=g-import-not-at-top
   entry_errors.run(main, "eval.py")

@@ -21,9 +21,12 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from hnet.configs import validate
+from hnet.train import entry_errors
+
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "hnet", "configs", "default.py"), "Config file (see configs/).",
-                                lock_config=True)
+entry_errors.define_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hnet", "configs", "default.py"),
+                           "Config file (see configs/).")
 flags.DEFINE_string("workdir", "runs/default", "Directory for checkpoints, metrics and the config.")
 flags.DEFINE_enum("distributed", "none", ["none", "auto", "explicit"],
                   "Multi-host start: 'auto' for TPU pods / SLURM, 'explicit' with the flags below.")
@@ -46,8 +49,10 @@ def main(argv):
   hnet_log.setLevel(logging.INFO)
   hnet_log.addHandler(handler)
   hnet_log.propagate = False
+  validate.check(FLAGS.config)  # every key in range, before any data or model
   if FLAGS.aot:
     sys.exit(compile_ahead_of_time(FLAGS.aot, FLAGS.aot_report))
+  entry_errors.check_writable(FLAGS.workdir, "--workdir")
   from hnet.train import distributed, trainer  # pylint: disable=import-outside-toplevel
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
@@ -71,5 +76,4 @@ def compile_ahead_of_time(target_name: str, report_path: str | None) -> int:
 
 
 if __name__ == "__main__":
-  from hnet.train import entry_errors  # pylint: disable=g-import-not-at-top
   entry_errors.run(main, "train.py")

@@ -69,3 +69,8 @@ def test_generate_rejects_bad_arguments():
     generate(model, [])
   with pytest.raises(ValueError, match="max_new_bytes"):
     generate(model, [b"a"], max_new_bytes=0)
+  for kwargs, key in [({"temperature": -1.0}, "temperature"), ({"temperature": float("nan")}, "temperature"),
+                      ({"top_k": -1}, "top_k"), ({"top_k": 257}, "top_k"), ({"top_p": -3.0}, "top_p"),
+                      ({"top_p": 0.0}, "top_p"), ({"top_p": float("nan")}, "top_p")]:
+    with pytest.raises(ValueError, match=f"generate: {key} must be"):  # before anything is compiled
+      generate(model, [b"a"], **kwargs)

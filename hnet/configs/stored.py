@@ -5,7 +5,7 @@ written takes its default; `--config.a.b=v` style overrides apply on top and mus
 """
 import ml_collections
 
-from hnet.configs import base
+from hnet.configs import base, validate
 
 
 def _tuples(x):
@@ -29,7 +29,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 def merge_config(stored: dict, overrides: dict | None = None,
                  defaults: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-  """The stored config, with keys it lacks (added since) from `defaults`, then `overrides` ("a.b": v)."""
+  """The stored config, with keys it lacks (added since) from `defaults`, then `overrides` ("a.b": v); validated."""
   c = ml_collections.ConfigDict(_tuples(stored))
   if defaults is not None:
     have = _flatten(c.to_dict())
@@ -39,6 +39,7 @@ def merge_config(stored: dict, overrides: dict | None = None,
   for key, value in (overrides or {}).items():
     _set(c, key, value, create=False)
   c.lock()
+  validate.check(c)
   return c
 
 

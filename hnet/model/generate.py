@@ -9,6 +9,7 @@ patterns. The step function is exact: step-by-step logits equal the full forward
 (tested), hard deletion for the delete gate.
 """
 # pylint: disable=invalid-name
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -243,6 +244,16 @@ def sample_logits(key, logits_BV, temperature: float, top_k: int, top_p: float) 
   return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
 
 
+def check_sampling(temperature: float, top_k: int, top_p: float, vocab_size: int) -> None:
+  """Settings `sample_logits` reads as meant: a NaN or negative value would silently mean something else."""
+  if not (math.isfinite(temperature) and temperature >= 0):
+    raise ValueError(f"generate: temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+  if not 0 <= top_k <= vocab_size:
+    raise ValueError(f"generate: top_k must be in [0, {vocab_size}] (0 = all), got {top_k}")
+  if not (math.isfinite(top_p) and 0 < top_p <= 1):
+    raise ValueError(f"generate: top_p must be in (0, 1] (1 = off), got {top_p}")
+
+
 def generate(model: HNetLM, prompts: list[bytes], *, max_new_bytes: int = 256, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_at_eos: bool = True) -> list[bytes]:
   """Samples continuations of byte prompts (BOS is prepended), batched, one jitted scan.
@@ -253,6 +264,7 @@ def generate(model: HNetLM, prompts: list[bytes], *, max_new_bytes: int = 256, t
     raise ValueError("generate: no prompts given")
   if max_new_bytes < 1:
     raise ValueError(f"generate: max_new_bytes must be >= 1, got {max_new_bytes}")
+  check_sampling(temperature, top_k, top_p, model.cfg.vocab_size)
   rows = [bytes([BOS_ID]) + p for p in prompts]
   prompt_len = max(len(r) for r in rows)
   total = prompt_len + max_new_bytes

@@ -1,16 +1,20 @@
 """One-line errors for the user's mistakes, shared by the entry points (train.py, eval.py, calibrate_entropy).
 
-A mistyped `--config.*` key, a bad value, a config file that does not load, or a `ValueError` /
-`FileNotFoundError` that hnet raises on purpose (bad layout, missing data, ...) ends the program
-with `<prog>: error: <message>` on one line and exit status 2 / 1. Anything else is a bug and
-keeps its traceback.
+A mistyped `--config.*` key, a bad value, a config file that does not load, a `ValueError` /
+`OSError` / `RuntimeError` that hnet raises on purpose (bad layout, missing data, a missing
+compiler, a result it cannot write, ...), or a directory the program may not write ends the program with
+`<prog>: error: <message>` on one line and exit status 2 / 1. Anything else is a bug and keeps
+its traceback.
 """
+import errno
 import os
 import sys
+import tempfile
 import traceback
 from typing import Callable
 
 from absl import app, flags
+from ml_collections import config_flags
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # hnet/
 # Our code: the package, and the checkout's configs/ link (a config file run through it keeps that path).
@@ -22,6 +26,8 @@ def one_line(error: BaseException) -> str:
   while error.args and isinstance(error.args[0], BaseException):  # AttributeError(KeyError(...))
     error = error.args[0]
   message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  if isinstance(error, OSError) and error.strerror and not error.filename:  # OSError(errno, message): no "[Errno N]"
+    message = error.strerror
   lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
   if not lines:
     return type(error).__name__
@@ -38,9 +44,50 @@ def raised_by_hnet(error: BaseException) -> bool:
   return bool(frames) and os.path.abspath(frames[-1].filename).startswith(_OURS)
 
 
+# Raised by hnet on purpose, for the user: the message is the answer. FloatingPointError: a non-finite loss.
+DELIBERATE = (ValueError, RuntimeError, FloatingPointError)  # and OSError
+# Writing where the user may not: the path and the reason are the answer, wherever it was raised.
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
 def _fail(prog: str, message: str, status: int) -> None:
   print(f"{prog}: error: {message}", file=sys.stderr)
   sys.exit(status)
+
+
+def _prog() -> str:
+  return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "hnet"
+
+
+def define_config(default: str, help_string: str) -> None:
+  """`--config` (a config file, `default` unless given) with `--config.<key>=value` overrides.
+
+  config_flags loads the default file and applies the overrides at definition time when `--config`
+  itself is not on the command line: a mistyped key must end in one line there too.
+  """
+  try:
+    config_flags.DEFINE_config_file("config", default, help_string, lock_config=True)
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as e:
+    _fail(_prog(), one_line(e), 2)
+
+
+def not_writable(error: BaseException) -> str | None:
+  """'cannot write <path>: <reason>' for a permission / read-only / full-disk error, else None."""
+  if not (isinstance(error, OSError) and error.errno in NOT_WRITABLE):
+    return None
+  reason = error.strerror or os.strerror(error.errno)
+  return f"cannot write {error.filename}: {reason}" if error.filename else reason
+
+
+def check_writable(directory: str, what: str) -> None:
+  """Makes `directory` and writes a probe file in it; an OSError naming `what` if either fails."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+      pass
+  except OSError as e:
+    raise OSError(e.errno, f"{what}={directory!r} is not writable ({e.strerror}): choose another "
+                  "directory") from None
 
 
 def run(main: Callable[[list[str]], None], prog: str) -> None:
@@ -60,7 +107,13 @@ def run(main: Callable[[list[str]], None], prog: str) -> None:
   def checked_main(argv: list[str]) -> None:
     try:
       main(argv)
-    except (ValueError, FileNotFoundError) as e:
+    except OSError as e:
+      if (message := not_writable(e)) is not None:
+        _fail(prog, message, 1)
+      if not raised_by_hnet(e):
+        raise
+      _fail(prog, one_line(e), 1)
+    except DELIBERATE as e:
       if not raised_by_hnet(e):
         raise
       _fail(prog, one_line(e), 1)
