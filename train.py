@@ -5,7 +5,8 @@
   python train.py --config configs/hnet_1stage.py:tiny  # any config shrunk for a smoke test
   python train.py --config configs/hnet_1stage_XL.py --aot h100   # will it fit? (compiles, runs nothing)
 
-Restarting with the same --workdir resumes from its latest checkpoint.
+Restarting with the same --workdir resumes from its latest checkpoint (the same run: see "What may
+change on resume" in docs/training.md); --init_from=<workdir> starts a new run from another run's weights.
 """
 import json
 import logging
@@ -33,6 +34,8 @@ flags.DEFINE_enum("distributed", "none", ["none", "auto", "explicit"],
 flags.DEFINE_string("coordinator", None, "host:port of process 0 (explicit multi-host start).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (explicit multi-host start).")
 flags.DEFINE_integer("process_id", None, "This process's index (explicit multi-host start).")
+flags.DEFINE_string("init_from", None, "Start a new run (a new --workdir) from the parameters of the latest checkpoint "
+                    "of the run in this work dir: fine-tuning, fresh optimizer state, step 0.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_string("aot", None, "Compile the train step ahead of time for a target and report whether it fits, "
                     "then exit (1 if it does not): v4-N, v5p-N, v5e-N, v6e-N, h100, h100x8, h200, a100.")
@@ -55,7 +58,8 @@ def main(argv):
   entry_errors.check_writable(FLAGS.workdir, "--workdir")
   from hnet.train import distributed, trainer  # pylint: disable=import-outside-toplevel
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
-  result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
+  result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress,
+                                      init_from=FLAGS.init_from)
   ev = result["eval"]
   if ev:
     print(f"done: step {result['step']}, validation bits/byte {ev['bits_per_byte']:.4f}, "

@@ -26,7 +26,7 @@ from hnet.model import routers
 from hnet.model.flops import flops_per_byte
 from hnet.model.lm import HNetLM, count_params
 from hnet.model.loss import LN2, ControllerState, next_byte_nll
-from hnet.train import eval_totals
+from hnet.train import eval_totals, resume_config, workdir_lock
 from hnet.train.accelerators import device_peak_flops
 from hnet.train.checkpoint import Checkpointer, check_param_shapes
 from hnet.train.metric_writer import MetricWriter
@@ -276,17 +276,50 @@ class _StopSignal:
 # ---------------------------------------------------------------------------------------------
 # The driver
 # ---------------------------------------------------------------------------------------------
-def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: int | None = None) -> dict:
+def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: int | None = None,
+                       init_from: str | None = None) -> dict:
   """Trains `c` in `workdir`, resuming from its latest checkpoint; returns the final metrics.
 
+  The work dir is locked for the call (`workdir_lock`) and must hold no other run (`resume_config`).
   `stop_after` ends this call (with a checkpoint) after that many steps, as a preemption would.
+  `init_from` (a work dir): a new run starts from the parameters of that run's latest checkpoint.
   """
+  os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
+    return _train_and_evaluate(c, workdir, progress, stop_after, init_from)
+
+
+def _init_source(init_from: str, workdir: str) -> tuple[str, int]:
+  """(checkpoints dir, step) of the latest checkpoint of the run in `init_from`; one-line errors."""
+  from hnet.train import runs  # pylint: disable=import-outside-toplevel
+  if os.path.abspath(init_from) == os.path.abspath(workdir):
+    raise ValueError(f"--init_from={init_from} is the work dir itself: give the new run another --workdir")
+  try:
+    _, ckpt_dir, step = runs.resolve(init_from)
+  except (FileNotFoundError, ValueError) as e:
+    raise type(e)(f"--init_from={init_from}: {e}") from None
+  return ckpt_dir, step
+
+
+def _params_of(ckpt_dir: str, step: int, abstract_params):
+  source = Checkpointer(ckpt_dir, async_save=False)
+  try:
+    return source.restore_params(abstract_params, step, what="the model of this config (--init_from)")[0]
+  finally:
+    source.close()
+
+
+def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None, init_from: str | None) -> dict:
   from hnet.data import pipeline, sharded  # pylint: disable=import-outside-toplevel  (grain/tfds are heavy)
 
   # --- logging -------------------------------------------------------------------------------
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   config_json = json.loads(c.to_json_best_effort())
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=c.ckpt.keep, async_save=c.ckpt.async_save,
+                      owner=True)
+  resuming = any(not ckpt.params_only(s) for s in ckpt.all_steps())
+  resume_config.check_same_run(workdir, config_json, resuming=resuming, checkpointer=ckpt)
+  init_source = _init_source(init_from, workdir) if init_from else None
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       json.dump(config_json, f, indent=2)
@@ -332,12 +365,19 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
 
   # --- restore -------------------------------------------------------------------------------
   writer = MetricWriter(workdir, enabled=is_main)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=c.ckpt.keep, async_save=c.ckpt.async_save)
   restored = ckpt.restore(sharding.abstract_with_shardings(state, state_sharding), train_iter)
   if restored is not None:
     state, _ = restored
     log.info("resumed from step %d in %s", int(state.step), ckpt.directory)
-  elif (pretrained := ckpt.restore_params(sharding.abstract_with_shardings(state.params, state_sharding.params))):
+  elif resuming:
+    log.warning("no checkpoint under %s restores (the corrupt ones are moved aside): starting at step 0",
+                ckpt.directory)
+  if restored is None and init_source:  # a new run from another run's weights: fresh optimizer, step 0
+    state, _ = init_train_state(
+        _params_of(*init_source, sharding.abstract_with_shardings(state.params, state_sharding.params)), tx, mesh)
+    log.info("starting from the parameters of step %d in %s", init_source[1], init_source[0])
+  elif restored is None and (pretrained := ckpt.restore_params(
+      sharding.abstract_with_shardings(state.params, state_sharding.params))):
     state, _ = init_train_state(pretrained[0], tx, mesh)  # fine-tuning: fresh optimizer, step 0
     log.info("fine-tuning from the parameters of step %d in %s", pretrained[1], ckpt.directory)
   start_step = int(jax.device_get(state.step))
