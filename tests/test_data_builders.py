@@ -102,7 +102,7 @@ def test_text_builder_wrong_field(tmp_path):
   with pytest.raises(ValueError, match="a.jsonl:1: no field data.text_key='text'"):
     pipeline.prepare(c)
   c.text_key = "body"
-  assert pipeline.prepare(c)["splits"]["train"]["documents"] == 1
+  assert pipeline.prepare(c, need=("train",))["splits"]["train"]["documents"] == 1  # one byte: no validation
 
 
 def test_missing_path(tmp_path):
@@ -135,3 +135,24 @@ def test_text_builder_logs_no_custom_config_warning(tmp_path, caplog):
   (tmp_path / "a.txt").write_text("hi")
   builders.get_builder(data_config(tmp_path, dataset="text", text_paths=str(tmp_path / "a.txt")))
   assert not [r for r in caplog.records if "custom data configuration" in r.getMessage()]
+
+
+def test_one_small_file_is_cut_into_train_and_validation(tmp_path):
+  """A single .txt under data.txt_doc_bytes is one document: its tail is held out, so training just works."""
+  text = "".join(f"Line {i}: a small corpus, one file.\n" for i in range(400)).encode()  # < 64 KiB
+  (tmp_path / "small.txt").write_bytes(text)
+  c = data_config(tmp_path, dataset="text", text_paths=str(tmp_path / "small.txt"))
+  splits = pipeline.prepare(c)["splits"]
+  assert splits["train"]["documents"] == splits["validation"]["documents"] == 1
+  assert splits["train"]["bytes"] + splits["validation"]["bytes"] == len(text)
+  held_out = builders.get_builder(c).as_data_source(split="validation")[0]["text"]
+  assert text.endswith(held_out) and 0.025 * len(text) < len(held_out) < 0.1 * len(text)
+
+
+def test_no_validation_split_is_refused_when_prepared_with_the_fix(tmp_path):
+  (tmp_path / "small.txt").write_text("one small document\n")
+  c = data_config(tmp_path, dataset="text", text_paths=str(tmp_path / "small.txt"), validation_fraction=0.0)
+  with pytest.raises(ValueError, match=r"split 'validation' is not in hnet_text \(splits: \['train'\]\); "
+                     r"data.validation_fraction=0 holds out nothing: set it > 0"):
+    pipeline.prepare(c)
+  assert pipeline.prepare(c, need=("train",))["splits"]["train"]["documents"] == 1

@@ -117,3 +117,19 @@ def test_holdout_is_deterministic_and_keeps_both_splits():
   assert sources.holdout(hashes, 0.0) == set()
   with pytest.raises(ValueError, match="data.validation_fraction"):
     sources.holdout(hashes, 1.0)
+
+
+def test_carve_holds_out_the_tail_of_a_lone_document_at_a_line_end():
+  doc = b"".join(b"line %03d of the only document\n" % i for i in range(100))  # 3100 bytes
+  train, validation = sources.carve(doc, 0.05)
+  assert train + validation == doc
+  assert train.endswith(b"\n") and validation.startswith(b"line 0")  # whole lines
+  assert 0.025 * len(doc) <= len(validation) <= 0.1 * len(doc)
+  assert sources.carve(doc, 0.0) is None and sources.carve(b"x", 0.05) is None
+
+
+def test_carve_without_line_ends_keeps_characters_whole():
+  doc = "é" * 100  # 200 bytes, no newline
+  train, validation = sources.carve(doc.encode(), 0.05)
+  assert (train + validation).decode() == doc and validation.decode() == "é" * len(validation.decode())
+  assert sources.carve(b"ab", 0.05) == (b"a", b"b")

@@ -4,7 +4,8 @@
 `hnet_text`: a user's own .txt / .jsonl files. Its config name is a fingerprint of the
 resolved file list (paths, sizes, mtimes) and the settings that shape the documents, so
 editing, adding or removing a file prepares a fresh copy instead of reusing stale data.
-Validation is a hash-based holdout of whole documents (sources.holdout).
+Validation is a hash-based holdout of whole documents (sources.holdout); a lone document (one
+small file) is cut in two instead, its last `validation_fraction` held out (sources.carve).
 
 Any other name is looked up in the TFDS catalogue and must already be prepared in
 array_record format under the data dir (random access needs it).
@@ -84,7 +85,8 @@ class TextConfig(tfds.core.BuilderConfig):
 class HnetText(_CountingBuilder):
   """Documents from the user's own .txt / .jsonl files (data.text_paths)."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "a lone document is cut in two: train and validation"}
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -102,6 +104,8 @@ class HnetText(_CountingBuilder):
     if not keys:
       raise ValueError(f"data.text_paths: no documents in {len(cfg.files)} file(s) ({', '.join(cfg.files[:3])}"
                        f"{', ...' if len(cfg.files) > 3 else ''})")
+    if len(keys) == 1 and (carved := self._carve_lone_document(cfg.files[keys[0][0]])):
+      return carved
     held_out = {keys[i] for i in sources.holdout(hashes, cfg.validation_fraction)}
     splits = {"train": self._generate_examples(held_out, False)}
     if held_out:  # TFDS refuses empty splits: one document (or fraction 0) gives no validation split
@@ -111,6 +115,20 @@ class HnetText(_CountingBuilder):
   def _read(self, path: str):
     cfg = self.builder_config
     return sources.read_documents(path, text_key=cfg.text_key, txt_doc_bytes=cfg.txt_doc_bytes)
+
+  def _carve_lone_document(self, path: str) -> dict | None:
+    """One document (one small file): its head trains, its tail validates (sources.carve)."""
+    fraction = self.builder_config.validation_fraction
+    parts = sources.carve(next(iter(self._read(path))), fraction)
+    if parts is None:
+      return None
+    log.info("data: one document in data.text_paths: its last %d of %d bytes held out for validation "
+             "(data.validation_fraction=%g)", len(parts[1]), sum(map(len, parts)), fraction)
+    return {split: self._carved(split, part, path) for split, part in zip(("train", "validation"), parts)}
+
+  def _carved(self, split: str, part: bytes, path: str):
+    self._count(split, part)
+    yield "0:0", {"text": part, "source": path}
 
   def _generate_examples(self, held_out: set, validation: bool):
     split = "validation" if validation else "train"

@@ -1,6 +1,6 @@
 """grain input pipelines: the API the trainer calls.
 
-  prepare(data_cfg) -> stats                 build or reuse the TFDS data, documents/bytes per split
+  prepare(data_cfg[, need]) -> stats         build or reuse the TFDS data, documents/bytes per split (need: splits)
   make_train_iterator(data_cfg, ...)         infinite, shuffled, checkpointable grain iterator
   make_eval_iterator(data_cfg, split=...)    finite, deterministic, covers the split once
 
@@ -13,6 +13,7 @@ states: inputs, targets, segment_ids (int32, (B, L)) and loss_mask (float32, (B,
 import functools
 import logging
 import math
+from typing import Sequence
 
 from hnet.data import bytes as doc_bytes, rows as rows_lib
 
@@ -55,12 +56,21 @@ def _source(data_cfg, split: str):
   key = _text_key(data_cfg, builder)
   known = builder.info.splits.keys() if builder.info.splits else ()
   if known and _split_name(split) not in known:
-    raise ValueError(f"split {split!r} is not in {builder.name} (splits: {sorted(known)}); "
-                     "set data.train_split / data.eval_split")
+    raise ValueError(f"split {split!r} is not in {builder.name} (splits: {sorted(known)})" + _split_advice(data_cfg, split))
   try:
     return builder.as_data_source(split=split), key
   except (AssertionError, FileNotFoundError, KeyError, NotImplementedError) as e:
     raise FileNotFoundError(_not_prepared_message(data_cfg, builder) + f" ({str(e).splitlines()[0]})") from None
+
+
+def _split_advice(data_cfg, split: str) -> str:
+  """What to change: the config key that chose the missing split (none when eval.py --split did)."""
+  keys = [f"data.{k}" for k in ("train_split", "eval_split") if data_cfg.get(k) == split]
+  if data_cfg.dataset == "text" and _split_name(split) == "validation":
+    if not data_cfg.validation_fraction > 0:
+      return "; data.validation_fraction=0 holds out nothing: set it > 0 (e.g. 0.05), or data.eval_split=train"
+    return "; the text is too short to hold any of it out: add text, or set data.eval_split=train"
+  return f"; set {' / '.join(keys)}" if keys else ""
 
 
 def _not_prepared_message(data_cfg, builder) -> str:
@@ -77,8 +87,11 @@ def _prepare_command(data_cfg) -> str:
           f"data_dir='{builders.data_dir(data_cfg)}', file_format='array_record').download_and_prepare()\"")
 
 
-def prepare(data_cfg) -> dict:
-  """Builds (or reuses) the TFDS data for data.dataset; returns documents and bytes per split."""
+def prepare(data_cfg, need: Sequence[str] | None = None) -> dict:
+  """Builds (or reuses) the TFDS data for data.dataset; returns documents and bytes per split.
+
+  The splits in `need` (default data.train_split and data.eval_split) must exist.
+  """
   from hnet.data import builders  # pylint: disable=import-outside-toplevel
   _check_config(data_cfg)
   builder = builders.get_builder(data_cfg)
@@ -110,9 +123,10 @@ def prepare(data_cfg) -> dict:
       for k, v in splits.items()))
   for path in stats["empty_files"]:
     log.warning("data: %s holds no documents; skipped", path)
-  for split in (data_cfg.train_split, data_cfg.eval_split):
-    if _split_name(split) not in splits:
-      log.warning("data: %s has no split %r (splits: %s)", stats["dataset"], split, sorted(splits))
+  for split in (data_cfg.train_split, data_cfg.eval_split) if need is None else need:
+    if _split_name(split) not in splits:  # now, not after the model is built
+      raise ValueError(f"split {split!r} is not in {stats['dataset']} (splits: {sorted(splits)})"
+                       + _split_advice(data_cfg, split))
   return stats
 
 

@@ -183,3 +183,24 @@ def holdout(hashes: list[int], fraction: float) -> set[int]:
   elif len(hashes) < 2:
     chosen = set()
   return chosen
+
+
+def carve(doc: bytes, fraction: float) -> tuple[bytes, bytes] | None:
+  """A lone document cut in two, (train, validation): about the last `fraction` of its bytes held out.
+
+  The cut goes to the line end nearest that point (between 2·fraction and fraction/2 from the
+  end), else to a character boundary. None when there is nothing to hold out (fraction 0, < 2 bytes).
+  """
+  n = len(doc)
+  if fraction <= 0 or n < 2:
+    return None
+  target = min(max(int(n * (1 - fraction)), 1), n - 1)
+  lo, hi = max(1, int(n * (1 - 2 * fraction))), min(n - 1, int(n * (1 - fraction / 2)))
+  line_ends = [at + 1 for at in (doc.rfind(b"\n", lo, target), doc.find(b"\n", target, hi)) if 0 <= at < n - 1]
+  if line_ends:
+    end = min(line_ends, key=lambda at: abs(at - target))
+  else:  # never inside a multi-byte character
+    end = target
+    while end > 1 and (doc[end] & 0xC0) == 0x80:
+      end -= 1
+  return doc[:end], doc[end:]

@@ -24,7 +24,7 @@ def _batch_factory(loaded: Loaded, text_file: str | None, split: str) -> tuple[C
     packed = packing.pack(packing.document_segments(docs, c.data.seq_len, c.data.invalid_utf8), c.data.seq_len)
     return (lambda: packing.batches(packed, B)), f"{text_file} ({len(docs)} documents)"
   from hnet.data import pipeline  # pylint: disable=import-outside-toplevel  (grain/tfds are heavy)
-  stats = pipeline.prepare(c.data)
+  stats = pipeline.prepare(c.data, need=(split,))
   return (lambda: pipeline.make_eval_iterator(c.data, split=split, global_batch_size=B)), (
       f"{stats['dataset']}:{split}")
 

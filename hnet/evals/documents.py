@@ -18,7 +18,7 @@ def from_file(path: str, data_cfg) -> list[bytes]:
 def from_split(data_cfg, split: str, limit: int = -1) -> list[bytes]:
   """The first `limit` (-1: all) documents of `split` of data.dataset, preparing it if needed."""
   from hnet.data import builders, pipeline  # pylint: disable=import-outside-toplevel  (tfds is heavy)
-  pipeline.prepare(data_cfg)
+  pipeline.prepare(data_cfg, need=(split,))
   builder = builders.get_builder(data_cfg)
   key = "text" if data_cfg.dataset in ("builtin", "text") else data_cfg.text_key
   source = builder.as_data_source(split=split)
