@@ -231,30 +231,57 @@ def test_official_config_mismatch_is_refused(model_cfg):
     convert.check_official_config(model_cfg, official)
 
 
-def test_cli_refuses_a_missing_tensor_in_one_line(tmp_path):
-  """A .safetensors file lacking one tensor: `python -m hnet.convert` exits with one line naming it."""
-  tensors = read_state_dict(WEIGHTS)
-  missing = "backbone.main_network.main_network.main_network.layers.1.mlp.fc2.weight"
+def _safetensors(path, tensors: dict) -> None:
+  """Writes `tensors` (name -> array) as a .safetensors file (bfloat16 and float32)."""
   header, blobs, offset = {}, [], 0
-  for name, t in tensors.items():
-    if name == missing:
-      continue
-    data = t.load().tobytes()
-    header[name] = {"dtype": "BF16", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+  for name, x in tensors.items():
+    data = x.tobytes()
+    dtype = "BF16" if x.dtype == ml_dtypes.bfloat16 else "F32"
+    header[name] = {"dtype": dtype, "shape": list(x.shape), "data_offsets": [offset, offset + len(data)]}
     blobs.append(data)
     offset += len(data)
   head = json.dumps(header).encode()
-  path = tmp_path / "w.safetensors"
   path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
-  proc = subprocess.run(
-      [sys.executable, "-m", "hnet.convert", f"--pytorch={path}", f"--workdir={tmp_path / 'run'}",
+
+
+def _convert_cli(path, workdir) -> subprocess.CompletedProcess:
+  return subprocess.run(
+      [sys.executable, "-m", "hnet.convert", f"--pytorch={path}", f"--workdir={workdir}",
        f"--config={os.path.join(FIXTURE, 'hnet_2stage_tiny_config.py')}"],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+
+MISSING = "backbone.main_network.main_network.main_network.layers.1.mlp.fc2.weight"
+
+
+@pytest.mark.parametrize("change,message", [
+    ("missing", f"tensor {MISSING} is missing (1 of the 94 tensors the config needs is absent: is it the right "
+                "--config?)"),
+    ("extra", "tensor extra.weight is not part of the model the config builds (1 unexpected tensor: is it the "
+              "right --config?)"),
+])
+def test_cli_refuses_a_missing_or_extra_tensor_in_one_line(change, message, tmp_path):
+  """A .safetensors file lacking one tensor, or with one too many: one line naming it, and nothing before it."""
+  tensors = {name: t.load() for name, t in read_state_dict(WEIGHTS).items() if name != MISSING or change != "missing"}
+  if change == "extra":
+    tensors["extra.weight"] = np.zeros((2,), np.float32)
+  path = tmp_path / "w.safetensors"
+  _safetensors(path, tensors)
+  proc = _convert_cli(path, tmp_path / "run")
   assert proc.returncode != 0
-  last = proc.stderr.strip().splitlines()[-1]
-  assert last == f"convert: error: w.safetensors: tensor {missing} is missing (1 of the 94 tensors the config " \
-                 "needs are absent: is it the right --config?)", proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [f"convert: error: w.safetensors: {message}"], proc.stderr[-2000:]
+  assert proc.stdout == ""  # no "converting to float32" before the refusal
   assert not (tmp_path / "run").exists()
+
+
+def test_cli_logs_each_step_once(tmp_path):
+  """A conversion's progress lines: after the checks, each printed once (not again through absl's handler)."""
+  proc = _convert_cli(WEIGHTS, tmp_path / "run")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines() == [
+      "hnet_2stage_tiny.pt: 94 tensors checked; converting to float32",
+      f"writing 158,472 parameters to {tmp_path / 'run'}"], proc.stderr[-2000:]
+  assert proc.stdout.startswith(f"wrote {tmp_path / 'run' / 'checkpoints' / '0'}: 94 tensors -> 158,472 parameters")
 
 
 # ---------------------------------------------------------------------------------------------

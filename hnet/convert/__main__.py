@@ -23,7 +23,8 @@ def main(argv):
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   F = flags.FLAGS
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax chatter
-  official.log.addHandler(logging.StreamHandler())
+  official.log.addHandler(logging.StreamHandler())  # plain lines, once: not also through absl's root handler
+  official.log.propagate = False
   official.log.setLevel(logging.INFO)
   try:
     out = official.convert_file(F.pytorch, F.config, F.workdir, F.official_config)

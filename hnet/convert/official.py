@@ -162,17 +162,21 @@ def check_tensors(tensors: dict[str, TensorRef], expected: dict[str, tuple[int, 
   missing = [n for n in expected if n not in tensors]
   if missing:
     raise ValueError(f"{source}: tensor {missing[0]} is missing ({len(missing)} of the {len(expected)} tensors "
-                     "the config needs are absent: is it the right --config?)")
+                     f"the config needs {'is' if len(missing) == 1 else 'are'} absent: is it the right --config?)")
   extra = [n for n in tensors if n not in expected]
   if extra:
     raise ValueError(f"{source}: tensor {extra[0]} is not part of the model the config builds "
-                     f"({len(extra)} unexpected tensors: is it the right --config?)")
+                     f"({_count(len(extra), 'unexpected tensor')}: is it the right --config?)")
   for name, want in expected.items():
     t = tensors[name]
     if tuple(t.shape) != want:
       raise ValueError(f"{source}: tensor {name} has shape {tuple(t.shape)}, the config needs {want}")
     if t.dtype not in _FLOAT_DTYPES:
       raise ValueError(f"{source}: tensor {name} has dtype {t.dtype}, not floating point")
+
+
+def _count(n: int, noun: str) -> str:
+  return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _to_ours(kind: str, x: np.ndarray) -> np.ndarray:
@@ -187,6 +191,7 @@ def convert(tensors: dict[str, TensorRef], cfg: ModelConfig, source: str = "stat
   """Float32 parameters (host arrays on the first CPU device) for `HNetLM(cfg)` from official tensors."""
   params, src = _matched(cfg)
   check_tensors(tensors, _expected(params, src), source)
+  log.info("%s: %s checked; converting to float32", source, _count(len(tensors), "tensor"))
   cpu = jax.devices("cpu")[0]
   flat = []
   for path, var in nnx.to_flat_state(params):
@@ -289,7 +294,6 @@ def convert_file(path: str, c, workdir: str, official_config: str | None = None)
     with open(official_config, encoding="utf-8") as f:
       check_official_config(cfg, json.load(f), official_config)
   tensors = read_state_dict(path)
-  log.info("%s: %d tensors; converting to float32", path, len(tensors))
   params = convert(tensors, cfg, os.path.basename(path))
   n = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
   log.info("writing %s parameters to %s", f"{n:,}", workdir)
