@@ -303,7 +303,7 @@ def test_main_prints_a_table_and_writes_json(run, text_file):
   lines = []
   result = commands.main("bpb", workdir=run[0], opts=commands.Options(text_file=text_file),
                            echo=lines.append)
-  path = os.path.join(run[0], "eval", "bpb_step2.json")
+  path = os.path.join(run[0], "eval", "bpb_step2_text-docs.json")  # named by what was evaluated
   with open(path, encoding="utf-8") as f:
     saved = json.load(f)
   assert saved["bits_per_byte"] == pytest.approx(result["bits_per_byte"]) and saved["step"] == 2

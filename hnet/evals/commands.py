@@ -8,6 +8,7 @@ noised), `robustness` (the papers' table: several models, clean and the five noi
 # pylint: disable=invalid-name
 import dataclasses
 import os
+import re
 from typing import Sequence
 
 from hnet.evals import boundaries, bpb, documents, mc, mc_items, report, robustness, robustness_report, sampling
@@ -93,11 +94,31 @@ def _boundary_text(opts: Options) -> bytes:
   raise ValueError("boundaries needs --text or --text_file")
 
 
+def _slug(text: str) -> str:
+  return re.sub(r"[^A-Za-z0-9._-]+", "-", text.replace("%", "pct")).strip("-.") or "x"
+
+
+def evaluated(command: str, loaded: Loaded, opts: Options) -> str:
+  """What a command read, for its file name: 'validation', 'lm1b-test', 'text-notes', 'hellaswag-val'; '' for none."""
+  if command not in ("bpb", "noise", "mc"):
+    return ""
+  if command == "mc" and opts.hellaswag_file:
+    return "hellaswag-" + _slug(os.path.basename(opts.hellaswag_file).split(".")[0])
+  if opts.text_file:
+    return "text-" + _slug(os.path.basename(opts.text_file).split(".")[0])
+  c = loaded.config.data
+  split = _slug(opts.split or c.eval_split)
+  return split if c.dataset in ("builtin", "text") else f"{_slug(c.dataset)}-{split}"
+
+
 def json_path(command: str, loaded: Loaded, opts: Options) -> str:
+  """--out, else <workdir>/eval/<command>_step<N>[_<what was evaluated>].json: one file per input."""
   if command == "boundaries":
     return os.path.join(opts.out or os.path.join(loaded.workdir, "eval", f"boundaries_step{loaded.step}"),
                         "boundaries.json")
-  return opts.out or os.path.join(loaded.workdir, "eval", f"{command}_step{loaded.step}.json")
+  what = evaluated(command, loaded, opts)
+  name = f"{command}_step{loaded.step}" + (f"_{what}" if what else "") + ".json"
+  return opts.out or os.path.join(loaded.workdir, "eval", name)
 
 
 def main(command: str, *, workdir: str | None = None, checkpoint: str | None = None, step: int | None = None,
@@ -111,13 +132,12 @@ def main(command: str, *, workdir: str | None = None, checkpoint: str | None = N
   loaded = runs.load(workdir, checkpoint=checkpoint, step=step, overrides=overrides)
   result, rows, text = run(command, loaded, opts)
   result = {"command": command, "checkpoint": os.path.join(loaded.checkpoint_dir, str(loaded.step)), **result}
-  path = report.write_json(json_path(command, loaded, opts), result)
   echo(f"{command}: step {loaded.step} of {loaded.checkpoint_dir}" + (
       f" on {result['source']}" if "source" in result else ""))
   if text:
     echo(text)
-  echo(report.markdown_table(rows))
-  echo(f"wrote {path}")
+  echo(report.markdown_table(rows))  # the result first: a failed write loses nothing
+  echo(f"wrote {report.write_json(json_path(command, loaded, opts), result)}")
   return result
 
 

@@ -32,8 +32,13 @@ def _finite(x):
 
 
 def write_json(path: str, result: dict) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(_finite(result), f, indent=2, ensure_ascii=False)
-    f.write("\n")
+  """Writes `result` to `path`; an OSError that names the path and says the printed result is all there is."""
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(_finite(result), f, indent=2, ensure_ascii=False)
+      f.write("\n")
+  except OSError as e:
+    raise OSError(e.errno, f"cannot write {path} ({e.strerror}): the result printed above was not saved; "
+                  "--out names another file") from None
   return path
