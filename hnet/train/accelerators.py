@@ -138,6 +138,14 @@ def devices(target: Target) -> list:
   return found
 
 
+_ONE_HOST_TYPE = {"v4": "v4-8", "v5p": "v5p-8", "v5e": "v5litepod-8", "v6e": "v6e-8"}  # libtpu's type names
+
+
+def _host_has_tpus() -> bool:
+  from jax._src import hardware_utils  # pylint: disable=import-outside-toplevel  (what jax itself asks)
+  return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
+
+
 def tpu_devices(topology: str) -> list:
   """Devices of a libtpu topology such as 'v5p:2x2x1'."""
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
@@ -145,6 +153,11 @@ def tpu_devices(topology: str) -> list:
   # and there is no TPU metadata server to ask.
   for key in ("ALLOW_MULTIPLE_LIBTPU_LOAD", "TPU_SKIP_MDS_QUERY"):
     os.environ.setdefault(key, "1")
+  if not _host_has_tpus():
+    # libtpu asks for this host's type and workers and, finding neither, prints 6 lines of warnings and
+    # an `E0000 INVALID_ARGUMENT`; a description needs neither, so name a one-host slice of the generation.
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", _ONE_HOST_TYPE.get(topology.split(":")[0], "v4-8"))
   try:
     return list(topologies.get_topology_desc(topology, platform="tpu").devices)
   except Exception as e:  # pylint: disable=broad-except
