@@ -1,12 +1,21 @@
 """Matched-compute study: every family trained on the same bytes at equal training FLOPs per byte.
 
   python -m experiments.study                       # the CPU study (about 15 min a run on 2 cores), resumable
-  python -m experiments.study --variant tiny        # seconds: :tiny configs, a few steps (the test suite runs it)
+  python -m experiments.study --variant tiny        # smoke run of all 13 trainings: :tiny configs, 3 steps;
+                                                    # minutes, not seconds: 220 s of CPU (8 min wall on 2 busy cores)
+  python -m experiments.study --variant tiny --only mrt5   # one of them (the test suite's): about 20 s
   python -m experiments.study --only default flat   # some runs only
   python -m experiments.study --report              # table, JSON and plot from finished runs only
 
 Finished runs' results and metrics are archived in experiments/results/study_<variant>_runs/ (commit
-them): a study continued on a fresh machine restores them and trains only what is missing.
+them): a study continued on a fresh machine restores them and trains only what is missing. The
+tiny variant writes its results and archive under its work dir instead (runs/study_tiny/results:
+ignored by git) and compiles without XLA's expensive optimisations, as the test suite does.
+
+A report is a function of the finished runs: its `date` is the day the last of them finished
+(`finished` in each result.json), its `machine` and `jax` those the runs were trained with, so a
+report of unchanged runs rewrites the committed JSON byte for byte (runs archived before those
+fields existed keep the values of the report already there).
 
 Every run reads the same data in the same order (same seed, rows, batch size, steps) and uses
 one optimiser recipe (the `default` config's: AdamW, lr 5e-3, warmup-stable-decay with a 50%
@@ -45,6 +54,7 @@ from hnet.train import trainer
 log = logging.getLogger("experiments.study")
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ENTROPY_LM = "entropy_lm"  # blt's entropy LM: its work dir and archive dir name
+TINY_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"  # tests/conftest.py's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,9 +273,31 @@ def train_and_measure(run: Run, c, workdir: str, *, noise: bool = True) -> dict:
     result["noise"] = {t["perturbation"]: t["degradation"] for t in suite["tasks"]}
     result["noise_clean_bits_per_byte"] = suite["clean"]["bits_per_byte"]
     result["noise_mean_delta"] = float(np.mean(list(result["noise"].values())))
+  result.update(finished_where())
   with open(os.path.join(workdir, "result.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)
   return result
+
+
+def finished_where() -> dict:
+  """When (UTC day) and where a run finished: what its report states."""
+  return {"finished": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+          "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__}
+
+
+def provenance(results: list[dict], previous: dict | None) -> dict:
+  """The report's date (the last run's finish), machine and jax, from the runs, not from the reporting machine.
+
+  Runs that lack a field (archived before it was recorded) take it from the previous report of the same
+  variant; with none, this machine's values stand in.
+  """
+  now, out = finished_where(), {}
+  for key, field in (("date", "finished"), ("machine", "machine"), ("jax", "jax")):
+    values = {r[field] for r in results if field in r}
+    if any(field not in r for r in results) or not results:
+      values.add((previous or {}).get(key) or now[field])
+    out[key] = max(values) if key == "date" else " + ".join(sorted(values))
+  return out
 
 
 def curve(workdir: str, c) -> list[tuple[float, float]]:
@@ -372,12 +404,18 @@ def main(argv=None) -> dict:
   p.add_argument("--no_noise", action="store_true", help="skip the noise suite")
   p.add_argument("--report", action="store_true", help="report finished runs only, train nothing")
   p.add_argument("--data_dir", default="", help="data.data_dir for every run")
-  p.add_argument("--results", default=RESULTS, help="where the JSON and PNG go")
+  p.add_argument("--results", default=None, help="where the JSON and PNG go (default experiments/results; "
+                 "tiny: <workdir>/results)")
   p.add_argument("--archive", default=None, help="finished runs' results and metrics are kept here and restored "
                  "from here (default experiments/results/study_<variant>_runs; 'none' for no archive)")
   args = p.parse_args(argv)
   root = os.path.abspath(args.workdir or os.path.join("runs", f"study_{args.variant}"))
   os.makedirs(root, exist_ok=True)
+  if args.results is None:  # a smoke run leaves nothing for git to see
+    args.results = os.path.join(root, "results") if args.variant == "tiny" else RESULTS
+  if args.variant == "tiny" and TINY_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    # Read when the backend starts (not yet, from the command line): compile fast.
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TINY_XLA_FLAGS}".strip()
   # A report shows every finished run, the long ones included, whatever --long says.
   long_runs = [r.name for r in FAMILIES] if args.report and not args.long else args.long
   runs = plan(args.variant, args.only, long_runs)
@@ -409,13 +447,15 @@ def main(argv=None) -> dict:
         archive(workdir, run_archive, restore=False)
     results.append(done)
     curves[run.name] = curve(workdir, c)
-  report = {
-      "variant": args.variant, "date": datetime.date.today().isoformat(),
-      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "jax": jax.__version__,
-      "recipe": VARIANTS[args.variant], "runs": results,
-  }
+  path = os.path.join(args.results, f"study_{args.variant}.json")
+  previous = None
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      previous = json.load(f)
+  report = {"variant": args.variant, **provenance(results, previous), "recipe": VARIANTS[args.variant],
+            "runs": results}
   os.makedirs(args.results, exist_ok=True)
-  with open(os.path.join(args.results, f"study_{args.variant}.json"), "w", encoding="utf-8") as f:
+  with open(path, "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)
   if results:
     plot(curves, os.path.join(args.results, f"study_{args.variant}.png"),

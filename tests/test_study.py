@@ -40,6 +40,7 @@ def test_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
     assert 0 < r["bits_per_byte"] < 9 and r["params"] > 0 and r["train_flops_per_byte"] > 0
     assert set(r["noise"]) >= {"antspeak", "drop", "uppercase"} and "noise_mean_delta" in r
   assert [len(r["stages"]) for r in report["runs"]] == [1]
+  assert report["date"] == report["runs"][0]["finished"]  # when the run finished, not when it was reported
   assert "bits_per_byte_soft" in report["runs"][0]  # MrT5: hard and soft deletion
   assert os.path.exists(tmp_path / "out" / "study_tiny.png")
   with open(tmp_path / "out" / "study_tiny.json", encoding="utf-8") as f:
@@ -93,3 +94,34 @@ def test_report_on_a_fresh_machine_restores_blts_entropy_lm_config(tmp_path):
                        "--results", str(tmp_path / "out"), "--archive", str(archive)])
   assert [r["name"] for r in report["runs"]] == ["blt"]
   assert os.path.exists(tmp_path / "runs" / "entropy_lm" / "config.json")
+
+
+def test_a_report_of_unchanged_runs_leaves_the_committed_json_byte_identical(tmp_path):
+  """`--report` of the committed CPU study (runs archived before `finished` was recorded) changes nothing."""
+  committed = os.path.join(study.RESULTS, "study_cpu.json")
+  (tmp_path / "out").mkdir()
+  shutil.copy(committed, tmp_path / "out" / "study_cpu.json")
+  study.main(["--report", "--workdir", str(tmp_path / "runs"), "--results", str(tmp_path / "out"),
+              "--archive", os.path.join(study.RESULTS, "study_cpu_runs")])
+  with open(committed, "rb") as a, open(tmp_path / "out" / "study_cpu.json", "rb") as b:
+    assert a.read() == b.read()
+
+
+def test_report_date_machine_and_jax_come_from_the_runs():
+  old = {"date": "2026-12-03", "machine": "x86_64, 2 CPUs", "jax": "0.10.2"}
+  new = {"finished": "2026-12-07", "machine": "x86_64, 16 CPUs", "jax": "0.10.2"}
+  assert study.provenance([{}, {}], old) == old  # archived before the fields: the report that covered them
+  assert study.provenance([{}, new], old) == {"date": "2026-12-07", "machine": "x86_64, 16 CPUs + x86_64, 2 CPUs",
+                                              "jax": "0.10.2"}
+  assert study.provenance([new, {**new, "finished": "2026-12-05"}], old) == {
+      "date": "2026-12-07", "machine": "x86_64, 16 CPUs", "jax": "0.10.2"}  # every run knows: the runs decide
+  here = study.finished_where()
+  assert study.provenance([{}], None) == {"date": here["finished"], "machine": here["machine"], "jax": here["jax"]}
+
+
+def test_the_tiny_variant_writes_under_its_work_dir(tmp_path):
+  """A smoke run leaves nothing for git to see: its JSON goes under the (ignored) work dir by default."""
+  report = study.main(["--variant", "tiny", "--report", "--workdir", str(tmp_path / "runs")])
+  assert report["runs"] == []
+  assert os.path.exists(tmp_path / "runs" / "results" / "study_tiny.json")
+  assert not os.path.exists(os.path.join(study.RESULTS, "study_tiny.json"))
