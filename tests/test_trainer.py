@@ -1,4 +1,6 @@
-"""Training loop: exact resume, preemption, mesh changes, NaN stop, multi-host agreement."""
+"""Training loop: exact resume, preemption, mesh changes, NaN stop, multi-host agreement, work-dir ownership,
+resume past a corrupt step, --init_from."""
+import hashlib
 import json
 import os
 import signal
@@ -6,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -145,3 +148,61 @@ def test_two_processes_agree_with_one(tmp_path, data_dir):
   assert sorted(a) == sorted(b) == [1, 2, 3]
   for step in a:
     assert abs(a[step] - b[step]) <= 1e-5, f"step {step}: {a[step]} vs {b[step]}"
+
+
+def _digest(workdir) -> dict[str, str]:
+  out = {}
+  for root, _, names in os.walk(workdir):
+    for n in names:
+      with open(os.path.join(root, n), "rb") as f:
+        out[os.path.relpath(os.path.join(root, n), workdir)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def test_a_resume_with_another_model_is_refused_and_the_run_stays_intact(tmp_path, data_dir):
+  workdir = str(tmp_path / "run")
+  trainer.train_and_evaluate(_config(data_dir, steps=2), workdir, progress=False)
+  before = _digest(workdir)
+  other = _config(data_dir, steps=4)
+  other.model.d_model = (48, 64)
+  other.seed = 1
+  with pytest.raises(ValueError, match=rf"^work dir {workdir} holds another run: model.d_model=\(48, 64\) \(the run's: "
+                                       rf"\(32, 48\)\), seed=1 \(the run's: 0\); train in a new --workdir, or start from "
+                                       rf"this run's weights with --init_from={workdir} --workdir=<new dir>"):
+    trainer.train_and_evaluate(other, workdir, progress=False)
+  assert _digest(workdir) == before
+
+
+def test_resume_past_a_corrupt_step_runs_to_the_end(tmp_path, data_dir):
+  workdir = tmp_path / "run"
+  c = _config(data_dir, steps=4)
+  c.ckpt.every = 2
+  trainer.train_and_evaluate(c, str(workdir), progress=False)
+  state_dir = workdir / "checkpoints" / "4" / "state"
+  largest = max((p for p in state_dir.rglob("*") if p.is_file() and p.parent.name == "d"), key=lambda p: p.stat().st_size)
+  with open(largest, "r+b") as f:
+    f.truncate(largest.stat().st_size // 2)
+  c.train.num_steps = 6
+  out = trainer.train_and_evaluate(c, str(workdir), progress=False)  # resumes at 2, saves 4 again, ends at 6
+  assert out["step"] == 6 and np.isfinite(out["train"]["loss"])
+  names = os.listdir(workdir / "checkpoints")
+  assert {"4", "6"} <= set(names) and len([n for n in names if n.startswith("4.corrupt-")]) == 1, names
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, data_dir):
+  from hnet.train import runs  # pylint: disable=import-outside-toplevel
+  source = str(tmp_path / "source")
+  trainer.train_and_evaluate(_config(data_dir, steps=2), source, progress=False)
+  c = _config(data_dir, steps=1)
+  c.model.capacity_slack = 2.0  # another model of the same parameters: refused as a resume, fine as a start
+  c.seed = 3  # another initialisation: only --init_from gives the source's weights
+  c.opt.lr = 1e-30  # one step that changes (next to) nothing: the new run's weights are the source's
+  out = trainer.train_and_evaluate(c, str(tmp_path / "tuned"), progress=False, init_from=source)
+  assert out["step"] == 1
+  a, b = runs.load(source).params, runs.load(str(tmp_path / "tuned")).params
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-20)
+  c.model.d_model = (48, 64)
+  with pytest.raises(ValueError, match=r"^checkpoint step 2 under .*source/checkpoints does not match the model of "
+                                       r"this config \(--init_from\): parameter .* has shape"):
+    trainer.train_and_evaluate(c, str(tmp_path / "wider"), progress=False, init_from=source)
