@@ -57,6 +57,8 @@ def main(argv):
   hnet_log.setLevel(logging.INFO)
   hnet_log.addHandler(logging.StreamHandler())
   hnet_log.propagate = False
+  from hnet.train import accelerators  # pylint: disable=import-outside-toplevel
+  accelerators.quiet_libtpu()  # before the first TPU-branch lowering loads libtpu
   from hnet.evals import commands  # pylint: disable=import-outside-toplevel
   opts = commands.Options(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(commands.Options)})
   overrides = config_flags.get_override_values(FLAGS["config"])

@@ -56,7 +56,8 @@ def main(argv):
   if FLAGS.aot:
     sys.exit(compile_ahead_of_time(FLAGS.aot, FLAGS.aot_report))
   entry_errors.check_writable(FLAGS.workdir, "--workdir")
-  from hnet.train import distributed, trainer  # pylint: disable=import-outside-toplevel
+  from hnet.train import accelerators, distributed, trainer  # pylint: disable=import-outside-toplevel
+  accelerators.quiet_libtpu()  # before the first TPU-branch lowering loads libtpu
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress,
                                       init_from=FLAGS.init_from)

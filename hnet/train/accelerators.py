@@ -146,6 +146,19 @@ def _host_has_tpus() -> bool:
   return hardware_utils.num_available_tpu_chips_and_device_id()[0] > 0
 
 
+def quiet_libtpu(accelerator_type: str = "v4-8") -> None:
+  """On a host without TPUs, before libtpu loads: name a one-host slice and its worker for it.
+
+  libtpu (installed by `.[test]`) loads when a program with a TPU branch is lowered (the splash and
+  Pallas kernels' `platform_dependent`) or a topology is described; it then asks for this host's
+  TPU type and workers and, finding neither, prints 6 lines of warnings and an `E0000
+  INVALID_ARGUMENT`. Neither is needed there. A TPU host keeps its own settings.
+  """
+  if not _host_has_tpus():
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    os.environ.setdefault("TPU_ACCELERATOR_TYPE", accelerator_type)
+
+
 def tpu_devices(topology: str) -> list:
   """Devices of a libtpu topology such as 'v5p:2x2x1'."""
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
@@ -153,11 +166,7 @@ def tpu_devices(topology: str) -> list:
   # and there is no TPU metadata server to ask.
   for key in ("ALLOW_MULTIPLE_LIBTPU_LOAD", "TPU_SKIP_MDS_QUERY"):
     os.environ.setdefault(key, "1")
-  if not _host_has_tpus():
-    # libtpu asks for this host's type and workers and, finding neither, prints 6 lines of warnings and
-    # an `E0000 INVALID_ARGUMENT`; a description needs neither, so name a one-host slice of the generation.
-    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-    os.environ.setdefault("TPU_ACCELERATOR_TYPE", _ONE_HOST_TYPE.get(topology.split(":")[0], "v4-8"))
+  quiet_libtpu(_ONE_HOST_TYPE.get(topology.split(":")[0], "v4-8"))
   try:
     return list(topologies.get_topology_desc(topology, platform="tpu").devices)
   except Exception as e:  # pylint: disable=broad-except
