@@ -131,6 +131,7 @@ class ModelConfig:
   ssm_chunk_size: int = 256
   ssd_impl: str = "xla"
   attention_impl: str = "auto"
+  softmax1: bool = False  # attention may attend to nothing (a null key: score 0, value 0), as MrT5
   dtype: str = "float32"
   remat: str = "full"
   scan_layers: bool = True  # False: layer groups unrolled (a loop-free program for XLA's cost estimate)
@@ -303,6 +304,7 @@ def model_config_from_dict(c) -> ModelConfig:
       ssm_chunk_size=int(get("ssm_chunk_size")),
       ssd_impl=get("ssd_impl"),
       attention_impl=get("attention_impl"),
+      softmax1=bool(get("softmax1")) if "softmax1" in c else False,  # runs written before the key: off
       dtype=get("dtype"),
       remat=get("remat"),
       scan_layers=bool(get("scan_layers")),

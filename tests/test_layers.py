@@ -6,7 +6,8 @@ from flax import nnx
 
 import pytest
 
-from hnet.layers.attention import Attention, BlockMask, attention_mask, dense_attention, window_block_size
+from hnet.layers.attention import (Attention, BlockMask, attention_mask, dense_attention, layer_mask,
+                                  window_block_size)
 from hnet.layers.rope import apply_rope
 
 
@@ -101,3 +102,37 @@ def test_dense_attention_tells_only_cudnn_that_the_mask_is_causal(monkeypatch):
   out_xla = dense_attention(q_BLHK, q_BLHK, q_BLHK, mask_B1LL, implementation="xla")
   assert seen == [True, False]
   np.testing.assert_array_equal(out_cudnn, out_xla)  # causal on top of a causal mask changes nothing
+
+
+@pytest.mark.parametrize("window", [-1, 7])
+@pytest.mark.parametrize("implementation", ["default", "auto"])
+def test_softmax1_attention_is_exp_over_one_plus_the_sum(window, implementation):
+  """softmax₁ (MrT5): weights exp(s) / (1 + Σ exp(s)) over the visible keys, by hand, in the dense and the
+  blocked (sliding window) forms and through 'auto' (which must leave splash for XLA)."""
+  H, K, L = 2, 8, 40
+  with nnx.use_eager_sharding(False):
+    attn = Attention(H * K, H, rotary_dim=4, init_std=0.3, out_init_std=0.3, implementation=implementation,
+                     softmax1=True, rngs=nnx.Rngs(params=0))
+  x = jax.random.normal(jax.random.key(1), (2, L, H * K))
+  seg = jnp.asarray(np.repeat([[1] * 25 + [2] * 10 + [0] * 5], 2, axis=0), jnp.int32)
+  pos = jnp.broadcast_to(jnp.arange(L), (2, L))
+  bias = jax.random.uniform(jax.random.key(2), (2, L), minval=-3.0, maxval=0.0)
+  mask = layer_mask(seg, window, implementation)
+  y = attn(x, pos, mask, bias)
+
+  q, k, v = attn.qkv(x, pos)
+  s_BHLL = jnp.einsum("blhk,bmhk->bhlm", q, k) / K**0.5 + bias[:, None, None, :]
+  i = jnp.arange(L)
+  visible = (seg[:, :, None] == seg[:, None, :]) & (i[None, :, None] >= i[None, None, :])
+  if window >= 0:
+    visible &= (i[:, None] - i[None, :] <= window)[None]
+  e_BHLL = jnp.where(visible[:, None], jnp.exp(s_BHLL), 0.0)
+  w_BHLL = e_BHLL / (1.0 + e_BHLL.sum(-1, keepdims=True))
+  want = attn.out_proj(jnp.einsum("bhlm,bmhk->blhk", w_BHLL, v).reshape(2, L, H * K))
+  valid = np.asarray(seg) > 0
+  np.testing.assert_allclose(np.asarray(y)[valid], np.asarray(want)[valid], atol=1e-5)
+  # A row of plain softmax differs: the weights there sum to 1.
+  with nnx.use_eager_sharding(False):
+    plain = Attention(H * K, H, rotary_dim=4, init_std=0.3, out_init_std=0.3, implementation=implementation,
+                      rngs=nnx.Rngs(params=0))
+  assert not np.allclose(np.asarray(plain(x, pos, mask, bias))[valid], np.asarray(want)[valid], atol=1e-3)

@@ -30,6 +30,10 @@ def test_decay_mask_and_stage_multipliers():
   assert mult["backbone/router/w_q"] == 3.0
   assert mult["backbone/inner/encoder/norm/weight"] == 1.7
   assert all(v == 0.9 for k, v in mult.items() if "inner/inner/main" in k)
+  slow_router = _flat(lr_multiplier_tree(params, (3.0, 1.7, 0.9), router_multiplier=0.1))
+  assert slow_router["backbone/router/w_q"] == pytest.approx(0.3)
+  assert slow_router["backbone/inner/router/w_k"] == pytest.approx(0.17)
+  assert all(slow_router[k] == v for k, v in mult.items() if "router" not in k)
 
 
 def test_hnet_lr_rule_and_its_config_checks():

@@ -51,6 +51,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.model.ssm_chunk_size = 64  # SSD chunk length Q
   c.model.ssd_impl = "xla"  # SSD scan: 'xla' (chunked matmuls) or 'pallas' (TPU/GPU kernel; interpret mode on CPU)
   c.model.attention_impl = "auto"  # 'auto' (splash on TPU, cuDNN on GPU, XLA on CPU, chosen at lowering), 'splash', or jax.nn.dot_product_attention's 'default', 'cudnn', 'xla'
+  c.model.softmax1 = False  # softmax₁ attention (exp(s) / (1 + Σ exp(s)): a query may attend to nothing), as MrT5's released model
   c.model.dtype = "float32"  # compute dtype ('bfloat16' on accelerators); params stay float32
   c.model.remat = "full"  # remat policy per layer: 'none', 'full', 'dots' (save matmul outputs)
   c.model.scan_layers = True  # run each group of identical layers as a jax.lax.scan; False unrolls it (same maths, loop-free program: XLA's cost model)
@@ -72,6 +73,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.opt.lr_multiplier_rule = "none"  # 'hnet': H-Net's sqrt(N_GPT * stage's share of positions * D_inner / D_s); 'none': all 1
   c.opt.lr_rule_bytes_per_token = 4.6  # N_GPT of the 'hnet' rule: bytes per token of the BPE baseline it transfers from
   c.opt.ratio_loss_weight = 0.03  # alpha of the H-Net ratio loss
+  c.opt.router_lr_multiplier = 1.0  # times the stage's lr for the router's own parameters (MrT5's gate, H-Net's q/k)
   c.opt.delete_gate_kp = 0.5  # MrT5 PI controller proportional gain
   c.opt.delete_gate_ki = 1e-5  # MrT5 PI controller integral gain
 

@@ -130,6 +130,7 @@ RULES: dict[str, Rule] = {
     "opt.lr_multiplier_rule": one_of("none", "hnet"),
     "opt.lr_rule_bytes_per_token": above(0.0),
     "opt.ratio_loss_weight": at_least(0, integer=False),
+    "opt.router_lr_multiplier": above(0.0),
     "opt.delete_gate_kp": at_least(0, integer=False),
     "opt.delete_gate_ki": at_least(0, integer=False),
     # training loop

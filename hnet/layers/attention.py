@@ -87,6 +87,18 @@ def dense_attention(q_BLHK: jax.Array, k_BLHK: jax.Array, v_BLHK: jax.Array, mas
                                       is_causal=implementation == "cudnn", implementation=implementation)
 
 
+def with_null_key(k_BTHK: jax.Array, v_BTHK: jax.Array, mask_B1ST: jax.Array, bias_B11T: jax.Array | None):
+  """softmax₁ (MrT5's released model) as one more key that every query sees, with score 0 and value 0:
+  softmax over the keys and it is exp(s) / (1 + Σ exp(s)), so a query may attend to nothing."""
+  zeros_B1HK = jnp.zeros_like(k_BTHK[:, :1])
+  k_BTHK = jnp.concatenate([k_BTHK, zeros_B1HK], axis=1)
+  v_BTHK = jnp.concatenate([v_BTHK, zeros_B1HK], axis=1)
+  mask_B1ST = jnp.concatenate([mask_B1ST, jnp.ones((*mask_B1ST.shape[:-1], 1), bool)], axis=-1)
+  if bias_B11T is not None:
+    bias_B11T = jnp.concatenate([bias_B11T, jnp.zeros((*bias_B11T.shape[:-1], 1), bias_B11T.dtype)], axis=-1)
+  return k_BTHK, v_BTHK, mask_B1ST, bias_B11T
+
+
 def _to_blocks(x_BL: jax.Array, block: int, fill=0) -> jax.Array:
   """(B, L, ...) -> (B, nb, S, ...), the tail padded with `fill`."""
   B, L = x_BL.shape[:2]
@@ -122,8 +134,10 @@ class Attention(nnx.Module):
   """Fused QKV projection, RoPE on the first `rotary_dim` dims, causal softmax attention."""
 
   def __init__(self, d_model: int, num_heads: int, *, rotary_dim: int, init_std: float,
-               out_init_std: float, implementation: str = "default", dtype=jnp.float32, rngs: nnx.Rngs):
+               out_init_std: float, implementation: str = "default", softmax1: bool = False, dtype=jnp.float32,
+               rngs: nnx.Rngs):
     self.num_heads = num_heads
+    self.softmax1 = softmax1
     self.head_dim = d_model // num_heads
     self.rotary_dim = rotary_dim
     if implementation not in ATTENTION_IMPLS:
@@ -164,6 +178,9 @@ class Attention(nnx.Module):
     if isinstance(mask, BlockMask):
       return self._blocked(q_BLHK, k_BLHK, v_BLHK, mask.mask_N1ST, key_bias_BL, implementation)
     bias_B11L = None if key_bias_BL is None else key_bias_BL[:, None, None, :].astype(self.dtype)
+    if self.softmax1:
+      k_BLHK, v_BLHK, mask, bias_B11L = with_null_key(k_BLHK, v_BLHK, jnp.broadcast_to(mask, (
+          q_BLHK.shape[0], 1, *mask.shape[2:])), bias_B11L)
     return dense_attention(q_BLHK, k_BLHK, v_BLHK, mask, bias_B11L, implementation)
 
   def _by_platform(self, q_BLHK, k_BLHK, v_BLHK, mask: DocumentMask, key_bias_BL):
@@ -183,7 +200,8 @@ class Attention(nnx.Module):
 
     args = (q_BLHK, k_BLHK, v_BLHK, mask.segment_ids_BL)
     kernel = functools.partial(splash.splash_attention, window=window)
-    reason = splash.unsupported(q_BLHK.shape[1], key_bias_BL is not None)
+    reason = splash.unsupported(q_BLHK.shape[1], key_bias_BL is not None) or (
+        "softmax1 (a null key)" if self.softmax1 else None)
     if reason:  # a warning where splash was asked for; 'auto' on TPU just says what it chose
       level = logging.WARNING if self.implementation == "splash" else _auto_level()
       splash.log_once(level, f"attention_impl={self.implementation!r}: XLA instead of splash: {reason}")
@@ -203,6 +221,8 @@ class Attention(nnx.Module):
     bias = None
     if key_bias_BL is not None:
       bias = _with_previous(_to_blocks(key_bias_BL, S)).reshape(-1, 1, 1, 2 * S).astype(self.dtype)
+    if self.softmax1:
+      k_NTHK, v_NTHK, mask_N1ST, bias = with_null_key(k_NTHK, v_NTHK, mask_N1ST, bias)
     out_NSHK = jax.nn.dot_product_attention(
         q_NSHK, k_NTHK, v_NTHK, bias=bias, mask=mask_N1ST, implementation=implementation)
     return out_NSHK.reshape(B, -1, H, K)[:, :L]

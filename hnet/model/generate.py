@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hnet import BOS_ID, EOS_ID
+from hnet.layers.attention import with_null_key
 from hnet.model import routers
 from hnet.model.lm import HNetLM
 from hnet.model.routers import ByteLMSteps
@@ -85,8 +86,11 @@ def _attention_step(attn, x_BD, position_B, cache: AttentionCache, window: int):
   allowed_BS = key_S <= cache.length_B[:, None]
   if window >= 0 and not ring:
     allowed_BS &= cache.length_B[:, None] - key_S <= window
-  out_B1HK = jax.nn.dot_product_attention(q_B1HK, k_BSHK.astype(q_B1HK.dtype), v_BSHK.astype(q_B1HK.dtype),
-                                          mask=allowed_BS[:, None, None, :])
+  keys_BSHK, values_BSHK = k_BSHK.astype(q_B1HK.dtype), v_BSHK.astype(q_B1HK.dtype)
+  mask_B11S = allowed_BS[:, None, None, :]
+  if attn.softmax1:
+    keys_BSHK, values_BSHK, mask_B11S, _ = with_null_key(keys_BSHK, values_BSHK, mask_B11S, None)
+  out_B1HK = jax.nn.dot_product_attention(q_B1HK, keys_BSHK, values_BSHK, mask=mask_B11S)
   y_BD = attn.out_proj(out_B1HK.reshape(B, -1))
   return y_BD, AttentionCache(k_BSHK, v_BSHK, cache.length_B + 1)
 

@@ -48,7 +48,7 @@ class Block(nnx.Module):
     else:
       self.mixer = Attention(
           st.d_model, st.num_heads, rotary_dim=st.rotary_dim, init_std=cfg.init_std,
-          out_init_std=out_std, implementation=cfg.attention_impl, dtype=dtype, rngs=rngs)
+          out_init_std=out_std, implementation=cfg.attention_impl, softmax1=cfg.softmax1, dtype=dtype, rngs=rngs)
     self.is_mamba = group.mixer == "mamba"
     self.stage = st.index
     if group.has_mlp:

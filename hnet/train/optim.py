@@ -72,10 +72,13 @@ def stage_lr_multipliers(c_opt, model_cfg: ModelConfig) -> tuple[float, ...]:
   return tuple(float(m) for m in explicit) or (1.0,) * n
 
 
-def lr_multiplier_tree(params, multipliers: tuple[float, ...]):
-  """Per-parameter lr multiplier: stage s gets multipliers[s] (H-Net's lambda^s)."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: float(multipliers[stage_of_param(path_names(path))]), params)
+def lr_multiplier_tree(params, multipliers: tuple[float, ...], router_multiplier: float = 1.0):
+  """Per-parameter lr multiplier: stage s gets multipliers[s] (H-Net's lambda^s); a router's own parameters
+  that times `router_multiplier` (`opt.router_lr_multiplier`)."""
+  def one(path, _):
+    names = path_names(path)
+    return float(multipliers[stage_of_param(names)]) * (router_multiplier if "router" in names else 1.0)
+  return jax.tree_util.tree_map_with_path(one, params)
 
 
 def scale_by_tree(multipliers_of) -> optax.GradientTransformation:
@@ -114,7 +117,7 @@ def make_optimizer(c_opt, params, *, num_steps: int, model_cfg: ModelConfig
       optax.scale_by_adam(b1=c_opt.b1, b2=c_opt.b2, eps=c_opt.eps),
       optax.add_decayed_weights(c_opt.weight_decay, mask=decay_mask),
       optax.scale_by_learning_rate(schedule),
-      scale_by_tree(lambda tree: lr_multiplier_tree(tree, multipliers)),
+      scale_by_tree(lambda tree: lr_multiplier_tree(tree, multipliers, c_opt.router_lr_multiplier)),
   )
   labels = jax.tree_util.tree_map_with_path(lambda p, _: "frozen" if is_frozen(p) else "train", params)
   if "frozen" in jax.tree.leaves(labels):  # frozen parameters: no update and no optimizer state
