@@ -120,3 +120,36 @@ def test_a_compile_refused_for_memory_is_a_step_that_does_not_fit(monkeypatch):
   batch_bytes = 4 * 64 * 4 * 4 // 4  # 4 rows x 64 bytes, 4 int32/float32 arrays, over 4 chips
   assert r.alias_bytes > 0 and r.argument_bytes == r.alias_bytes + batch_bytes  # the state is donated, the batch not
   assert "advice: " in aot.format_report(r)
+
+
+
+def _libtpu_lock_is_free() -> bool:
+  """libtpu's host lock: the process that takes it initializes libtpu (and warns); the others skip quietly."""
+  path = "/tmp/libtpu_lockfile"
+  if not os.path.exists(path):
+    return True
+  import fcntl  # pylint: disable=import-outside-toplevel
+  fd = os.open(path, os.O_RDWR)
+  try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    return True
+  except OSError:
+    return False
+  finally:
+    os.close(fd)
+
+
+@requires_libtpu
+def test_train_py_on_a_host_without_tpus_prints_no_libtpu_warnings(tmp_path):
+  """jax's start loads libtpu when JAX_PLATFORMS is unset; on a host without TPUs, the process that takes
+  libtpu's lock used to print 6 lines of warnings and an E0000 INVALID_ARGUMENT in every command."""
+  if not _libtpu_lock_is_free():
+    pytest.skip("another process holds libtpu's lock: libtpu would not initialize (nor warn) here")
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS" and not k.startswith("TPU_")}
+  proc = subprocess.run(
+      [sys.executable, "train.py", "--config", "configs/hnet_1stage.py:tiny", "--progress=false",
+       "--config.train.batch_size=8", "--config.data.dataset=no_such_dataset", "--workdir", str(tmp_path / "run")],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 1 and "unknown data.dataset='no_such_dataset'" in proc.stderr, proc.stderr[-2000:]
+  assert "TPU_ACCELERATOR_TYPE" not in proc.stderr and "E0000" not in proc.stderr, proc.stderr[-2000:]
