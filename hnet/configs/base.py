@@ -1,5 +1,7 @@
 """Every config key, with a one-line comment. Experiment files override a few of them.
 
+What each key may hold (ranges, choices, combinations) is checked by `validate.py` before a run starts.
+
 Variant argument (after a colon): `--config configs/hnet_1stage.py:tiny` shrinks any
 config for CI / quick CPU checks.
 """
