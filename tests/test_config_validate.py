@@ -91,3 +91,10 @@ def test_a_run_read_back_is_validated_with_its_overrides():
 
 def test_the_remat_choices_are_the_models():
   assert set(validate.REMAT) == {"none", *stack.REMAT_POLICIES}
+
+
+def test_every_key_of_base_has_a_rule_or_says_where_it_is_checked():
+  """A key added to base.py must come with its range here (or a line saying why it has none)."""
+  keys = set(stored._flatten(base.get_config().to_dict()))  # pylint: disable=protected-access
+  assert keys - set(validate.RULES) - set(validate.NO_RULE) == set()
+  assert set(validate.RULES) | set(validate.NO_RULE) <= keys  # no rule for a key that is gone

@@ -161,6 +161,29 @@ RULES: dict[str, Rule] = {
 }
 
 
+# Keys without a rule here: free text, booleans (ml_collections keeps their type), or checked where they are read.
+NO_RULE = {
+    "data.dataset": "builtin / text / a TFDS name: hnet/data/builders.py",
+    "data.text_paths": "files: hnet/data/sources.py (and `combinations` below)",
+    "data.text_key": "a field name: hnet/data/sources.py, pipeline.py",
+    "data.data_dir": "a directory",
+    "data.train_split": "a split: pipeline.prepare",
+    "data.eval_split": "a split: pipeline.prepare",
+    "model.layout": "hnet/config.py's grammar",
+    "model.router": "the router registry (hnet/model/routers)",
+    "model.entropy_model": "a work dir: hnet/config.py",
+    "model.entropy_rule": "hnet/config.py",
+    "model.ssd_impl": "hnet/config.py",
+    "model.attention_impl": "hnet/config.py",
+    "model.dtype": "hnet/config.py",
+    "model.scan_layers": "a boolean",
+    "model.softmax1": "a boolean",
+    "train.full_final_eval": "a boolean",
+    "ckpt.async_save": "a boolean",
+    "eval.perturbations": "names: hnet/evals/perturbations.py",
+}
+
+
 def _get(c, key: str):
   node = c
   for part in key.split("."):
