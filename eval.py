@@ -26,7 +26,8 @@ entry_errors.define_config(os.path.join(os.path.dirname(os.path.abspath(__file__
 flags.DEFINE_string("workdir", "runs/default", "train.py work dir; its latest checkpoint unless --step.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint path instead: <workdir>/checkpoints[/<step>].")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
-flags.DEFINE_string("out", None, "JSON path (boundaries: output dir); default <workdir>/eval/<command>_step<N>.json.")
+flags.DEFINE_string("out", None, "JSON path (boundaries: output dir); default "
+                    "<workdir>/eval/<command>_step<N>_<what was evaluated>.json.")
 flags.DEFINE_string("text", None, "boundaries: the text to chunk.")
 flags.DEFINE_string("text_file", None, "bpb / noise / mc: a .txt or .jsonl file to evaluate; boundaries: the text.")
 flags.DEFINE_string("split", None, "bpb / noise / mc: split of data.dataset (default data.eval_split).")

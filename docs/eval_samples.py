@@ -30,7 +30,7 @@ def blocks(text: str) -> list[tuple[str, str, str]]:
 
 
 def run_command(command: str, workdir: str, cwd: str, extra: tuple[str, ...] = ()) -> str:
-  """What `command` (a `python eval.py --workdir runs/default ...` line) prints, with `workdir` shown as runs/default."""
+  """What `command` (`python eval.py --workdir runs/default ...`) prints, with `workdir` shown as runs/default."""
   args = shlex.split(command)
   assert args[:2] == ["python", "eval.py"], command
   args = [sys.executable, os.path.join(ROOT, "eval.py"), *(a.replace("runs/default", workdir) for a in args[2:]),

@@ -56,7 +56,8 @@ def _source(data_cfg, split: str):
   key = _text_key(data_cfg, builder)
   known = builder.info.splits.keys() if builder.info.splits else ()
   if known and _split_name(split) not in known:
-    raise ValueError(f"split {split!r} is not in {builder.name} (splits: {sorted(known)})" + _split_advice(data_cfg, split))
+    raise ValueError(f"split {split!r} is not in {builder.name} (splits: {sorted(known)})"
+                     + _split_advice(data_cfg, split))
   try:
     return builder.as_data_source(split=split), key
   except (AssertionError, FileNotFoundError, KeyError, NotImplementedError) as e:
