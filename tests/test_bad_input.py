@@ -97,9 +97,9 @@ def test_generate_refuses_settings_it_would_misread(arg, message, tmp_path):
 
 @pytest.fixture(scope="module")
 def run_copy(tiny_hnet_run, tmp_path_factory):
-  """A copy of the tiny run (the tests below change its work dir)."""
+  """A copy of the tiny run (the tests below change its work dir), without other tests' eval/ results."""
   workdir = str(tmp_path_factory.mktemp("bad-input") / "run")
-  shutil.copytree(tiny_hnet_run[0], workdir)
+  shutil.copytree(tiny_hnet_run[0], workdir, ignore=shutil.ignore_patterns("eval"))
   return workdir
 
 
