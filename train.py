@@ -22,6 +22,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from hnet.config import model_config_from_dict
 from hnet.configs import validate
 from hnet.train import entry_errors
 
@@ -53,6 +54,7 @@ def main(argv):
   hnet_log.addHandler(handler)
   hnet_log.propagate = False
   validate.check(FLAGS.config)  # every key in range, before any data or model
+  model_config_from_dict(FLAGS.config.model)  # the layout and the model's shape rules, before the work dir
   if FLAGS.aot:
     sys.exit(compile_ahead_of_time(FLAGS.aot, FLAGS.aot_report))
   entry_errors.check_writable(FLAGS.workdir, "--workdir")
