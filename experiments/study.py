@@ -300,57 +300,118 @@ def provenance(results: list[dict], previous: dict | None) -> dict:
   return out
 
 
-def curve(workdir: str, c) -> list[tuple[float, float]]:
-  """(training FLOPs so far, validation bits/byte) at each periodic evaluation of a run."""
+def curve(workdir: str, c) -> dict:
+  """(training FLOPs so far, validation bits/byte) of a run: the periodic evaluations on the first
+  `train.eval_batches` batches (`slice`) and, apart, the final one on the whole split (`full`)."""
   model_cfg = model_config_from_dict(c.model)
   flops_per_step = 3 * flops_per_byte(model_cfg, c.data.seq_len, train=True) * c.train.batch_size * c.data.seq_len
   _, evals = _train_metrics(workdir)
-  return [(r["step"] * flops_per_step, r["eval/bits_per_byte"]) for r in evals]
+  points = [(r["step"] * flops_per_step, r["eval/bits_per_byte"]) for r in evals]
+  if c.train.full_final_eval and evals and evals[-1]["step"] == c.train.num_steps:
+    return {"slice": points[:-1], "full": points[-1]}
+  return {"slice": points, "full": None}
+
+
+def deletion_trace(workdir: str) -> dict:
+  """A delete-gate run's deleted fraction: every logged training batch, and the validation slice at each
+  periodic evaluation, as {"train": [(step, frac)], "validation": [(step, frac)]}."""
+  train_rows, evals = _train_metrics(workdir)
+  return {"train": [(r["step"], r["train/stage0/delete_frac"]) for r in train_rows
+                    if "train/stage0/delete_frac" in r],
+          "validation": [(r["step"], r["eval/stage0/delete_frac"]) for r in evals if "eval/stage0/delete_frac" in r]}
 
 
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
+PAPER_NOISES = ("antspeak", "drop", "randomcase", "repeat", "uppercase")  # the H-Net and BLT papers' five
+LABELS = {"blt": "blt (entropy router)"}  # what a family name would overclaim
+FOOTNOTES = {
+    "blt": "blt (entropy router): BLT's entropy patching (a frozen 0.5M-parameter byte LM, global threshold) "
+           "on this code base's local-attention hierarchy; no hash n-gram embeddings, no cross-attention "
+           "patch pooling, so not BLT's architecture.",
+}
+
+
+def noise_means(r: dict) -> tuple[float, float]:
+  """Mean Δ bits/byte over the papers' five perturbations and over all of the suite's."""
+  return float(np.mean([r["noise"][k] for k in PAPER_NOISES])), float(np.mean(list(r["noise"].values())))
+
+
 def table(results: list[dict]) -> str:
-  head = ("| run | params | train MFLOP/byte (capacity / target) | bytes/chunk (target) | bits/byte | "
-          "mean noise Δ | bytes/s |\n|---|---:|---:|---:|---:|---:|---:|")
+  head = ("| run | params | forward MFLOP/byte (capacity / target) | bytes/chunk (target) | bits/byte | "
+          "noise Δ (papers' 5 / all 7) | bytes/s |\n|---|---:|---:|---:|---:|---:|---:|")
   lines = [head]
   for r in results:
     chunk = " / ".join(f"{st['bytes_per_chunk']:.2f}" for st in r["stages"]) or "–"
     # Bytes per chunk are cumulative (bytes per stage-s chunk), so the targets are too: 2, 2 -> 2 / 4.
     target = " / ".join(f"{math.prod(r['target_ratio'][:s + 1]):g}" for s in range(len(r["stages"])))
     bpb = f"{r['bits_per_byte']:.4f}" + (f" (soft {r['bits_per_byte_soft']:.4f})" if "bits_per_byte_soft" in r else "")
-    noise = f"{r['noise_mean_delta']:+.3f}" if "noise_mean_delta" in r else "–"
+    noise = "{:+.3f} / {:+.3f}".format(*noise_means(r)) if r.get("noise") else "–"
     rate = f"{r['bytes_per_second_median']:,.0f}" if r.get("bytes_per_second_median") else "–"
-    lines.append(f"| {r['name']} | {r['params']:,} | {r['train_flops_per_byte'] / 1e6:.2f} / "
+    family = r["name"].removesuffix("-long")
+    name = LABELS.get(family, family) + r["name"][len(family):]
+    lines.append(f"| {name} | {r['params']:,} | {r['train_flops_per_byte'] / 1e6:.2f} / "
                  f"{r['train_flops_per_byte_target_basis'] / 1e6:.2f} | {chunk}" + (f" ({target})" if target else "")
                  + f" | {bpb} | {noise} | {rate} |")
+  lines.append("\nFLOPs: forward model FLOPs per byte at the training shapes; a training step costs 3x that "
+               "(forward + backward). Noise: Δ bits/byte of the clean continuation, the mean over the papers' "
+               "five perturbations (" + ", ".join(PAPER_NOISES) + ") and over all seven.")
+  names = {r["name"].removesuffix("-long") for r in results}
+  lines += [FOOTNOTES[n] for n in sorted(FOOTNOTES) if n in names]
   return "\n".join(lines)
 
 
 def noise_table(results: list[dict]) -> str:
-  """Δ bits/byte of the clean continuation after each perturbation of its context (eval.py noise)."""
+  """Δ bits/byte of the clean continuation after each perturbation of its context (eval.py noise), its means,
+  and the papers' mean relative to the clean loss (a model that uses its context less loses less)."""
   scored = [r for r in results if r.get("noise")]
   if not scored:
     return ""
-  kinds = list(scored[0]["noise"])
-  lines = ["| run | clean bits/byte | " + " | ".join(kinds) + " | mean |",
-           "|---|---:|" + "---:|" * (len(kinds) + 1)]
+  kinds = [k for k in PAPER_NOISES if k in scored[0]["noise"]] + [k for k in scored[0]["noise"]
+                                                                   if k not in PAPER_NOISES]
+  lines = ["| run | clean bits/byte | " + " | ".join(kinds) + " | mean (papers' 5) | mean (all 7) | "
+           "papers' 5 / clean |", "|---|---:|" + "---:|" * (len(kinds) + 3)]
   for r in scored:
     deltas = " | ".join(f"{r['noise'][k]:+.3f}" for k in kinds)
-    lines.append(f"| {r['name']} | {r['noise_clean_bits_per_byte']:.3f} | {deltas} | {r['noise_mean_delta']:+.3f} |")
+    five, seven = noise_means(r)
+    lines.append(f"| {LABELS.get(r['name'], r['name'])} | {r['noise_clean_bits_per_byte']:.3f} | {deltas} | "
+                 f"{five:+.3f} | {seven:+.3f} | {five / r['noise_clean_bits_per_byte']:+.1%} |")
   return "\n".join(lines)
 
 
-def plot(curves: dict[str, list[tuple[float, float]]], path: str, reference: float | None = None) -> None:
-  """Two panels: the families (long runs dotted, in their family's colour); H-Net 1-stage and its ablations."""
+def deletion_table(traces: dict[str, dict], targets: dict[str, float], since: int = 500) -> str:
+  """The delete gate's deleted fraction over training at each evaluation, and its range over every logged
+  training batch from step `since` on, against the target."""
+  lines = []
+  for name, trace in traces.items():
+    train, validation = dict(trace["train"]), dict(trace["validation"])
+    steps = [s for s in validation if s in train]
+    late = [f for s, f in trace["train"] if s >= since]
+    if not steps or not late:
+      continue
+    lines += [f"{name}: deleted fraction of bytes (target {targets[name]:.2f})", "",
+              "| step | " + " | ".join(str(s) for s in steps) + " |", "|---|" + "---:|" * len(steps),
+              "| training batch | " + " | ".join(f"{train[s]:.3f}" for s in steps) + " |",
+              "| validation slice | " + " | ".join(f"{validation[s]:.3f}" for s in steps) + " |", "",
+              f"From step {since} on, over all {len(late)} logged training batches: {min(late):.3f} to "
+              f"{max(late):.3f} (target {targets[name]:.2f}, "
+              f"largest gap {max(abs(f - targets[name]) for f in late):.3f}).",
+              ""]
+  return "\n".join(lines).rstrip()
+
+
+def plot(curves: dict[str, dict], path: str, reference: float | None = None) -> None:
+  """Two panels: the families (long runs dotted, in their family's colour); H-Net 1-stage and its ablations.
+  A line joins one basis (the validation slice of the periodic evaluations); the final evaluation on the
+  whole split is a separate star."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   ablations = {r.name for r in ABLATIONS}
   panels = (("families", lambda n: n not in ablations),
             ("H-Net 1-stage ablations", lambda n: n in ablations or n == ABLATIONS[0].config))
-  panels = [(title, shown) for title, shown in panels if any(pts and shown(n) for n, pts in curves.items())]
+  panels = [(title, shown) for title, shown in panels if any(pts["slice"] and shown(n) for n, pts in curves.items())]
   # One colour per run over both panels; a long run takes its family's.
   tab20 = plt.get_cmap("tab20").colors
   palette = tab20[0::2] + tab20[1::2]  # the ten dark shades, then their light twins
@@ -360,19 +421,23 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: str, reference: flo
   axes = axes[0]
   for ax, (title, shown) in zip(axes, panels):
     for name, pts in sorted(curves.items()):
-      if not pts or not shown(name):
+      if not pts["slice"] or not shown(name):
         continue
       family = name.removesuffix("-long")
-      x, y = zip(*pts)
-      ax.plot(np.asarray(x) / 1e12, y, marker="o", markersize=3, label=name, color=colours[family],
+      x, y = zip(*pts["slice"])
+      label = LABELS.get(family, family) + name[len(family):]
+      ax.plot(np.asarray(x) / 1e12, y, marker="o", markersize=3, label=label, color=colours[family],
               linestyle=":" if name != family else "-")
+      if pts["full"] is not None:
+        ax.plot(pts["full"][0] / 1e12, pts["full"][1], marker="*", markersize=9, color=colours[family],
+                linestyle="none")
     if reference is not None:
       ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=f"xz -9e ({reference})")
     ax.set_xlabel("training FLOPs (TFLOP, 3 x forward, capacity basis)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  axes[0].set_ylabel("validation bits/byte")
+  axes[0].set_ylabel("validation bits/byte (lines: a slice of the split; stars: the whole split)")
   fig.suptitle("Matched-compute study on the embedded corpus")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -422,7 +487,7 @@ def main(argv=None) -> dict:
   archive_root = None if args.archive == "none" else (
       args.archive or os.path.join(args.results, f"study_{args.variant}_runs"))
   lm_workdir, lm_archive = os.path.join(root, ENTROPY_LM), archive_root and os.path.join(archive_root, ENTROPY_LM)
-  results, curves = [], {}
+  results, curves, traces, targets = [], {}, {}, {}
   for run in runs:
     workdir = os.path.join(root, run.name)
     run_archive = archive_root and os.path.join(archive_root, run.name)
@@ -447,13 +512,16 @@ def main(argv=None) -> dict:
         archive(workdir, run_archive, restore=False)
     results.append(done)
     curves[run.name] = curve(workdir, c)
+    if c.model.router == "delete_gate":
+      traces[run.name] = deletion_trace(workdir)
+      targets[run.name] = 1.0 - 1.0 / c.model.target_ratio[0]
   path = os.path.join(args.results, f"study_{args.variant}.json")
   previous = None
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       previous = json.load(f)
   report = {"variant": args.variant, **provenance(results, previous), "recipe": VARIANTS[args.variant],
-            "runs": results}
+            "runs": results, **({"deletion_traces": traces} if traces else {})}
   os.makedirs(args.results, exist_ok=True)
   with open(path, "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)
@@ -463,6 +531,9 @@ def main(argv=None) -> dict:
   print(table(results))
   print()
   print(noise_table(results))
+  if traces:
+    print()
+    print(deletion_table(traces, targets))
   return report
 
 

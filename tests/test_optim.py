@@ -86,3 +86,16 @@ def test_pi_controller_raises_the_weight_until_the_target_rate():
   np.testing.assert_allclose(float(state.i), 5 * 1e-2 * 0.4, rtol=1e-6)
   over = update_controller(ControllerState.init(), jnp.float32(0.9), target=0.5, kp=0.5, ki=1e-2)
   assert float(over.alpha) == 0.0  # never negative
+
+
+def test_the_official_decay_grouping_exempts_only_biases_and_norm_modules():
+  """goombalab/hnet's group_params: no decay where the name ends in `.bias` or sits in a `norm` module."""
+  params = nnx.state(tiny_model("hnet_2stage"), nnx.Param)
+  ours, official = _flat(decay_mask(params)), _flat(decay_mask(params, "hnet"))
+  exempt = {name for name, d in official.items() if not d}
+  assert exempt and all(name.endswith(("bias", "norm_weight")) for name in exempt), exempt
+  for name in ("embed/embedding", "backbone/inner/pad_dimension", "backbone/encoder/norm/weight"):
+    assert official[name] and not ours[name], name
+  assert any(k.endswith("A_log") and official[k] and not ours[k] for k in official)
+  with pytest.raises(ValueError, match="opt.decay_rule"):
+    decay_mask(params, "paper")

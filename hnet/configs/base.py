@@ -69,7 +69,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.opt.b1 = 0.9  # AdamW beta1
   c.opt.b2 = 0.95  # AdamW beta2
   c.opt.eps = 1e-8  # AdamW epsilon
-  c.opt.weight_decay = 0.1  # decoupled weight decay (not on norms, biases, embeddings, SSM A/D/dt)
+  c.opt.weight_decay = 0.1  # decoupled weight decay, on the parameters `decay_rule` names
+  c.opt.decay_rule = "default"  # 'default': not norms, biases, embeddings, width padding, SSM A/D/dt; 'hnet': the official code's (not biases, not norm modules)
   c.opt.grad_clip = 1.0  # global-norm clipping threshold
   c.opt.lr_multipliers = ()  # per-stage lr multipliers outer -> inner (len = stages); () = from lr_multiplier_rule
   c.opt.lr_multiplier_rule = "none"  # 'hnet': H-Net's sqrt(N_GPT * stage's share of positions * D_inner / D_s); 'none': all 1
@@ -134,6 +135,7 @@ def paper_scale(c: config_dict.ConfigDict) -> None:
   c.train.batch_size = 32
   c.opt.lr = 1e-3
   c.opt.lr_multiplier_rule = "hnet"
+  c.opt.decay_rule = "hnet"  # the official grouping at the paper's sizes
 
 
 def apply_variant(c: config_dict.ConfigDict, arg: str) -> None:

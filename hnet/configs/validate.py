@@ -125,6 +125,7 @@ RULES: dict[str, Rule] = {
     "opt.b2": between(0.0, 1.0, hi_open=True),
     "opt.eps": above(0.0),
     "opt.weight_decay": at_least(0, integer=False),
+    "opt.decay_rule": one_of("default", "hnet"),
     "opt.grad_clip": finite,  # <= 0: no clipping
     "opt.lr_multipliers": each(above(0.0)),
     "opt.lr_multiplier_rule": one_of("none", "hnet"),

@@ -32,13 +32,26 @@ def is_frozen(path) -> bool:
   return any(a == "router" and b in frozen for a, b in zip(names, names[1:]))
 
 
-def decay_mask(params):
-  """True where weight decay applies. Norm weights are named `weight` (RMSNorm) or `norm_weight`."""
+# The official H-Net code (goombalab/hnet, hnet/utils/train.py `group_params`) exempts parameters whose name ends
+# in `.bias` or sits in a module named `norm`: in our names the biases and the Mamba2 gated norm (`norm_weight`;
+# its `mixer.norm`). Its block norms (`norm1`, `norm2`), final `rmsnorm`, embeddings, A_log, D and dt_bias decay.
+OFFICIAL_NO_DECAY_NAMES = ("bias", "b", "conv_bias", "norm_weight")
+DECAY_RULES = ("default", "hnet")
+
+
+def decay_mask(params, rule: str = "default"):
+  """True where weight decay applies. 'default': not on norms, biases, embeddings, the width padding and
+  Mamba2's A/D/dt (norm weights are named `weight` in an RMSNorm, or `norm_weight`); 'hnet': the official
+  H-Net grouping (only biases and `norm` modules' weights exempt)."""
+  if rule not in DECAY_RULES:
+    raise ValueError(f"opt.decay_rule={rule!r}: use one of {DECAY_RULES}")
+
   def decays(path, _):
     names = path_names(path)
     leaf = names[-1]
+    if rule == "hnet":
+      return leaf not in OFFICIAL_NO_DECAY_NAMES
     return not (leaf in NO_DECAY_NAMES or leaf.startswith("norm") or any("norm" in n for n in names[:-1]))
-
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
@@ -115,7 +128,7 @@ def make_optimizer(c_opt, params, *, num_steps: int, model_cfg: ModelConfig
   tx = optax.chain(
       optax.clip_by_global_norm(c_opt.grad_clip) if c_opt.grad_clip > 0 else optax.identity(),
       optax.scale_by_adam(b1=c_opt.b1, b2=c_opt.b2, eps=c_opt.eps),
-      optax.add_decayed_weights(c_opt.weight_decay, mask=decay_mask),
+      optax.add_decayed_weights(c_opt.weight_decay, mask=lambda tree: decay_mask(tree, c_opt.decay_rule)),
       optax.scale_by_learning_rate(schedule),
       scale_by_tree(lambda tree: lr_multiplier_tree(tree, multipliers, c_opt.router_lr_multiplier)),
   )
