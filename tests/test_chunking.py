@@ -1,4 +1,5 @@
 """Capacity cut, gather/scatter and smoothing against plain-Python references."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -94,3 +95,29 @@ def test_smoothing_matches_python_ema_with_resets():
     prev = pj * z[0, j] + (1 - pj) * prev
     want[0, j] = prev
   np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_soft_deletion_reads_the_latest_kept_position_with_the_soft_reads_gradient():
+  """Forward: each position reads the latest kept position's output (hard deletion's read). Gradients: for
+  the keep probabilities, those of u_t = p_t z_t + (1 - p_t) u_{t-1}; for z, the hard read's."""
+  seg = jnp.array([[1, 1, 1, 1, 2, 2, 2, 2]])
+  p = jnp.array([[1.0, 0.3, 0.8, 0.1, 1.0, 0.6, 0.2, 0.9]])  # 1 at document starts (pinned)
+  keep = p > 0.5
+  ch = chunking.make_chunks(keep, seg, 8, lambda n: n)
+  z = jax.random.normal(jax.random.key(0), (1, 8, 3))
+  w = jax.random.normal(jax.random.key(1), (1, 8, 3))
+  up = chunking.read_latest_kept(z, p, ch)
+  latest = [0, 0, 2, 2, 4, 5, 5, 7]
+  np.testing.assert_allclose(up[0], z[0, latest], rtol=1e-6)
+
+  def ema(p_, z_):
+    out, u = [], jnp.zeros(3)
+    for t in range(8):
+      u = p_[0, t] * z_[0, t] + (1 - p_[0, t]) * u
+      out.append(u)
+    return jnp.stack(out)[None]
+
+  grad_p = jax.grad(lambda p_: jnp.sum(w * chunking.read_latest_kept(z, p_, ch)))(p)
+  np.testing.assert_allclose(grad_p, jax.grad(lambda p_: jnp.sum(w * ema(p_, z)))(p), rtol=1e-5, atol=1e-6)
+  grad_z = jax.grad(lambda z_: jnp.sum(w * chunking.read_latest_kept(z_, p, ch)))(z)
+  np.testing.assert_allclose(grad_z, jax.grad(lambda z_: jnp.sum(w * z_[:, latest]))(z), rtol=1e-6)

@@ -149,3 +149,16 @@ def smooth(z_BMD: jax.Array, prob_BM: jax.Array, chunks: Chunks) -> jax.Array:
   prev_seg_BM = jnp.pad(chunks.segment_ids_BM[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
   keep_BM = jnp.where(chunks.segment_ids_BM != prev_seg_BM, 0.0, 1.0 - p_BM)
   return linear_recurrence(keep_BM, p_BM[:, :, None] * z_BMD.astype(jnp.float32))
+
+
+def read_latest_kept(z_BLD: jax.Array, keep_prob_BL: jax.Array, chunks: Chunks) -> jax.Array:
+  """Soft deletion's read-out (every position ran the inner network): each position reads the output of
+  the latest kept position (itself if kept), as hard deletion does. Its gradient with respect to the keep
+  probability p is that of u_t = p_t z_t + (1 - p_t) u_{t-1} (reset where p = 1: document starts), so the
+  cost of deleting a byte reaches its gate, while the forward pass never mixes half-kept positions that
+  inference drops. The gradient with respect to z is the hard read's. Float32."""
+  read_BL = jnp.take_along_axis(chunks.start_BM, chunks.chunk_id_BL, axis=1)
+  hard_BLD = jnp.take_along_axis(z_BLD, read_BL[..., None], axis=1).astype(jnp.float32)
+  p_BL = keep_prob_BL.astype(jnp.float32)
+  soft_BLD = linear_recurrence(1.0 - p_BL, p_BL[..., None] * jax.lax.stop_gradient(z_BLD).astype(jnp.float32))
+  return hard_BLD + soft_BLD - jax.lax.stop_gradient(soft_BLD)

@@ -98,14 +98,8 @@ class Stage(nnx.Module):
     if routing.key_bias_BL is not None:  # MrT5 soft deletion: every position, biased keys
       z_BLD, inner_stats = self.inner(h_BLD, segment_ids_BL, positions_BL=positions_BL,
                                       key_bias_BL=routing.key_bias_BL, train=train)
-      # Each position reads the outputs of the positions up to it, weighted by how surely each was kept:
-      # up_t = p_t z_t + (1 - p_t) up_{t-1}, p the keep probability (1 at document starts, which reset it).
-      # At a saturated gate that is the latest kept position's output, as under hard deletion; below
-      # saturation the cost of deleting a byte reaches its gate through p (MrT5's decoder sees it through
-      # the gate's attention bias).
-      with jax.named_scope("dechunk"):
-        p_BL = routing.prob_BL
-        up_BLD = chunking.linear_recurrence(1.0 - p_BL, p_BL[..., None] * z_BLD.astype(jnp.float32))
+      with jax.named_scope("dechunk"):  # the latest kept position's output; the gate's gradient a soft read's
+        up_BLD = chunking.read_latest_kept(z_BLD, routing.prob_BL, chunks)
     else:
       with jax.named_scope("chunk_gather"):
         x_BMD = chunking.downsample(h_BLD, chunks)
