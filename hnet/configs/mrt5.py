@@ -10,7 +10,6 @@ def get_config(arg=None):
   c.model.num_heads = (4, 4)
   c.model.router = "delete_gate"
   c.model.target_ratio = (2.0,)  # keep 1/N of the positions: target deletion rate 1 - 1/N
-  c.model.softmax1 = True  # as MrT5's released model: no query needs a kept key to park its attention on
   if arg:
     base.apply_variant(c, arg)
   return c
