@@ -333,6 +333,12 @@ FOOTNOTES = {
 }
 
 
+def label(name: str) -> str:
+  """A run's name as the report shows it: the family's label, then the run's suffix (e.g. '-long')."""
+  family = name.removesuffix("-long")
+  return LABELS.get(family, family) + name[len(family):]
+
+
 def noise_means(r: dict) -> tuple[float, float]:
   """Mean Δ bits/byte over the papers' five perturbations and over all of the suite's."""
   return float(np.mean([r["noise"][k] for k in PAPER_NOISES])), float(np.mean(list(r["noise"].values())))
@@ -349,9 +355,7 @@ def table(results: list[dict]) -> str:
     bpb = f"{r['bits_per_byte']:.4f}" + (f" (soft {r['bits_per_byte_soft']:.4f})" if "bits_per_byte_soft" in r else "")
     noise = "{:+.3f} / {:+.3f}".format(*noise_means(r)) if r.get("noise") else "–"
     rate = f"{r['bytes_per_second_median']:,.0f}" if r.get("bytes_per_second_median") else "–"
-    family = r["name"].removesuffix("-long")
-    name = LABELS.get(family, family) + r["name"][len(family):]
-    lines.append(f"| {name} | {r['params']:,} | {r['train_flops_per_byte'] / 1e6:.2f} / "
+    lines.append(f"| {label(r['name'])} | {r['params']:,} | {r['train_flops_per_byte'] / 1e6:.2f} / "
                  f"{r['train_flops_per_byte_target_basis'] / 1e6:.2f} | {chunk}" + (f" ({target})" if target else "")
                  + f" | {bpb} | {noise} | {rate} |")
   lines.append("\nFLOPs: forward model FLOPs per byte at the training shapes; a training step costs 3x that "
@@ -375,7 +379,7 @@ def noise_table(results: list[dict]) -> str:
   for r in scored:
     deltas = " | ".join(f"{r['noise'][k]:+.3f}" for k in kinds)
     five, seven = noise_means(r)
-    lines.append(f"| {LABELS.get(r['name'], r['name'])} | {r['noise_clean_bits_per_byte']:.3f} | {deltas} | "
+    lines.append(f"| {label(r['name'])} | {r['noise_clean_bits_per_byte']:.3f} | {deltas} | "
                  f"{five:+.3f} | {seven:+.3f} | {five / r['noise_clean_bits_per_byte']:+.1%} |")
   return "\n".join(lines)
 
@@ -425,8 +429,7 @@ def plot(curves: dict[str, dict], path: str, reference: float | None = None) -> 
         continue
       family = name.removesuffix("-long")
       x, y = zip(*pts["slice"])
-      label = LABELS.get(family, family) + name[len(family):]
-      ax.plot(np.asarray(x) / 1e12, y, marker="o", markersize=3, label=label, color=colours[family],
+      ax.plot(np.asarray(x) / 1e12, y, marker="o", markersize=3, label=label(name), color=colours[family],
               linestyle=":" if name != family else "-")
       if pts["full"] is not None:
         ax.plot(pts["full"][0] / 1e12, pts["full"][1], marker="*", markersize=9, color=colours[family],

@@ -95,6 +95,6 @@ def test_the_remat_choices_are_the_models():
 
 def test_every_key_of_base_has_a_rule_or_says_where_it_is_checked():
   """A key added to base.py must come with its range here (or a line saying why it has none)."""
-  keys = set(stored._flatten(base.get_config().to_dict()))  # pylint: disable=protected-access
+  keys = set(stored.flatten(base.get_config().to_dict()))
   assert keys - set(validate.RULES) - set(validate.NO_RULE) == set()
   assert set(validate.RULES) | set(validate.NO_RULE) <= keys  # no rule for a key that is gone

@@ -17,11 +17,12 @@ def _tuples(x):
   return x
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+  """A nested config dict as {"a.b": value}."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     else:
       out[prefix + k] = v
   return out
@@ -32,8 +33,8 @@ def merge_config(stored: dict, overrides: dict | None = None,
   """The stored config, with keys it lacks (added since) from `defaults`, then `overrides` ("a.b": v); validated."""
   c = ml_collections.ConfigDict(_tuples(stored))
   if defaults is not None:
-    have = _flatten(c.to_dict())
-    for key, value in _flatten(defaults.to_dict()).items():
+    have = flatten(c.to_dict())
+    for key, value in flatten(defaults.to_dict()).items():
       if key not in have:
         _set(c, key, value, create=True)
   for key, value in (overrides or {}).items():

@@ -32,7 +32,7 @@ from ml_collections import config_flags
 
 from hnet.config import model_config_from_dict
 from hnet.configs import entropy_lm
-from hnet.configs.stored import default_config, merge_config
+from hnet.configs.stored import default_config, flatten, merge_config
 from hnet.model import chunking
 from hnet.model.routers.entropy import next_byte_entropy
 
@@ -113,15 +113,8 @@ def write_threshold(config_path: str, theta: float) -> None:
     f.write(new)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-  return out
-
-
 def _differing(got: dict, want: dict, skip: tuple[str, ...] = ()) -> list[str]:
-  got, want = _flat(got), _flat(want)
+  got, want = flatten(got), flatten(want)
   return sorted(k for k in set(got) | set(want) if k not in skip and got.get(k) != want.get(k))
 
 

@@ -11,7 +11,7 @@ names the keys and the choices. Keys added to the config since the run was store
 import json
 import os
 
-from hnet.configs.stored import default_config
+from hnet.configs.stored import default_config, flatten
 
 MAY_CHANGE = (
     "train.", "opt.", "ckpt.", "mesh.", "eval.",
@@ -25,16 +25,6 @@ _SHOWN = 4  # differing keys named in the message
 
 def may_change(key: str) -> bool:
   return any(key == k or (k.endswith(".") and key.startswith(k)) for k in MAY_CHANGE)
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
 
 
 def _shown(value):
@@ -51,8 +41,8 @@ def differing_keys(stored: dict, config: dict, resuming: bool = True) -> list[tu
   """(key, stored value, new value) for every key that may not change and differs, sorted by key.
 
   `resuming`: a train state is restored (seed and data fixed too); else only the model is compared."""
-  old = {**_flat(json.loads(default_config().to_json_best_effort())), **_flat(stored)}
-  new = _flat(config)
+  old = {**flatten(json.loads(default_config().to_json_best_effort())), **flatten(stored)}
+  new = flatten(config)
   fixed = lambda k: not may_change(k) and (resuming or not k.startswith(DATA_ORDER))  # noqa: E731
   return [(k, old[k], new[k]) for k in sorted(set(old) & set(new)) if fixed(k) and _plain(old[k]) != _plain(new[k])]
 
