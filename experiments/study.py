@@ -70,7 +70,7 @@ class Run:
 FAMILIES = (
     Run("flat", "flat", note="flat byte Transformer"),
     Run("hnet_1stage", "hnet_1stage", note="H-Net 1-stage, Mamba2 encoder/decoder"),
-    Run("default", "default", note="H-Net 1-stage, local-attention encoder/decoder"),
+    Run("hnet_attn", "hnet_attn", note="H-Net 1-stage, local-attention encoder/decoder"),
     Run("hnet_2stage", "hnet_2stage", note="H-Net 2-stage"),
     Run("mrt5", "mrt5", note="MrT5 delete gate (hard deletion at eval)"),
     Run("word", "word", note="word chunks (SpaceByte/HAT)"),
@@ -87,6 +87,52 @@ ABLATIONS = (  # on H-Net 1-stage (its family run uses capacity_slack 1.5, ratio
     Run("hnet_1stage-stride", "hnet_1stage", (("model.router", "stride"),), "ablation",
         "same model, fixed stride 4 instead of the learned router"),
 )
+# Seeds and learning rates (issue 26): each of these families gets a 3-point lr sweep (one seed), then two
+# more seeds at its best lr, so that a gap between families is stated only where it exceeds their spread.
+SEEDED = ("flat", "stride", "word", "hnet_1stage")
+RECIPE_LR = 5e-3  # the family runs' lr
+SWEEP_LRS = (2.5e-3, 1e-2)  # with RECIPE_LR: the 3-point sweep
+EXTRA_SEEDS = (1, 2)  # with seed 0 (the sweep's best run): 3 seeds
+
+
+def sweep_runs() -> list[Run]:
+  family = {r.name: r for r in FAMILIES}
+  return [Run(f"{n}-lr{lr:g}", family[n].config, (("opt.lr", lr),), "lr", f"{family[n].note}, lr {lr:g}")
+          for n in SEEDED for lr in SWEEP_LRS]
+
+
+def seed_runs(best_lrs: dict[str, float]) -> list[Run]:
+  """Seeds 1 and 2 of each family whose sweep is finished, at its best lr (init and data order both reseeded)."""
+  family = {r.name: r for r in FAMILIES}
+  return [Run(f"{n}-seed{s}", family[n].config, (("opt.lr", best_lrs[n]), ("seed", s)), "seed",
+              f"{family[n].note}, seed {s}, lr {best_lrs[n]:g}")
+          for n in SEEDED if n in best_lrs for s in EXTRA_SEEDS]
+
+
+def sweep_members(name: str) -> dict[float, str]:
+  """A seeded family's sweep: lr -> run name (the family run is the recipe's lr)."""
+  return {RECIPE_LR: name, **{lr: f"{name}-lr{lr:g}" for lr in SWEEP_LRS}}
+
+
+def best_lrs(finished: dict[str, dict]) -> dict[str, float]:
+  """Each seeded family's best lr by full-split bits/byte, for families whose whole sweep is finished."""
+  out = {}
+  for n in SEEDED:
+    members = sweep_members(n)
+    if all(m in finished for m in members.values()):
+      out[n] = min(members, key=lambda lr: finished[members[lr]]["bits_per_byte"])
+  return out
+
+
+def seed_group(name: str, finished: dict[str, dict]) -> list[dict]:
+  """The finished runs of a seeded family at its best lr: seed 0 (from the sweep) and the extra seeds."""
+  lr = best_lrs(finished).get(name)
+  if lr is None:
+    return []
+  return [finished[n] for n in [sweep_members(name)[lr], *(f"{name}-seed{s}" for s in EXTRA_SEEDS)]
+          if n in finished]
+
+
 VARIANTS = {
     # steps of 8 rows x 256 bytes; target training FLOPs/byte (capacity basis); evals every `eval_every`
     "cpu": dict(steps=3000, batch=8, seq_len=256, target_mflops=1.5, eval_every=250, eval_batches=32,
@@ -273,6 +319,7 @@ def train_and_measure(run: Run, c, workdir: str, *, noise: bool = True) -> dict:
     result["noise"] = {t["perturbation"]: t["degradation"] for t in suite["tasks"]}
     result["noise_clean_bits_per_byte"] = suite["clean"]["bits_per_byte"]
     result["noise_mean_delta"] = float(np.mean(list(result["noise"].values())))
+    result["noise_context"] = "cut before noising"  # runs without this field cut the noised context to the row
   result.update(finished_where())
   with open(os.path.join(workdir, "result.json"), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)
@@ -344,11 +391,16 @@ def noise_means(r: dict) -> tuple[float, float]:
   return float(np.mean([r["noise"][k] for k in PAPER_NOISES])), float(np.mean(list(r["noise"].values())))
 
 
+def shown_in_main_table(results: list[dict]) -> list[dict]:
+  """Families, ablations and long runs; the lr sweeps and extra seeds have the seeds table."""
+  return [r for r in results if r.get("kind") not in ("lr", "seed")]
+
+
 def table(results: list[dict]) -> str:
   head = ("| run | params | forward MFLOP/byte (capacity / target) | bytes/chunk (target) | bits/byte | "
           "noise Δ (papers' 5 / all 7) | bytes/s |\n|---|---:|---:|---:|---:|---:|---:|")
   lines = [head]
-  for r in results:
+  for r in shown_in_main_table(results):
     chunk = " / ".join(f"{st['bytes_per_chunk']:.2f}" for st in r["stages"]) or "–"
     # Bytes per chunk are cumulative (bytes per stage-s chunk), so the targets are too: 2, 2 -> 2 / 4.
     target = " / ".join(f"{math.prod(r['target_ratio'][:s + 1]):g}" for s in range(len(r["stages"])))
@@ -369,7 +421,7 @@ def table(results: list[dict]) -> str:
 def noise_table(results: list[dict]) -> str:
   """Δ bits/byte of the clean continuation after each perturbation of its context (eval.py noise), its means,
   and the papers' mean relative to the clean loss (a model that uses its context less loses less)."""
-  scored = [r for r in results if r.get("noise")]
+  scored = [r for r in shown_in_main_table(results) if r.get("noise")]
   if not scored:
     return ""
   kinds = [k for k in PAPER_NOISES if k in scored[0]["noise"]] + [k for k in scored[0]["noise"]
@@ -379,8 +431,61 @@ def noise_table(results: list[dict]) -> str:
   for r in scored:
     deltas = " | ".join(f"{r['noise'][k]:+.3f}" for k in kinds)
     five, seven = noise_means(r)
-    lines.append(f"| {label(r['name'])} | {r['noise_clean_bits_per_byte']:.3f} | {deltas} | "
+    mark = "" if "noise_context" in r else " †"
+    lines.append(f"| {label(r['name'])}{mark} | {r['noise_clean_bits_per_byte']:.3f} | {deltas} | "
                  f"{five:+.3f} | {seven:+.3f} | {five / r['noise_clean_bits_per_byte']:+.1%} |")
+  if any("noise_context" not in r for r in scored):
+    lines.append("\n† scored before the context was cut before noising: AntSpeak's and Repeat's noised "
+                 "contexts were cut from the left to fit the row, so they held less of the text than the clean "
+                 "context (their Δ mixes noise with lost context). Unmarked runs: every perturbation of the same "
+                 "clean text (hnet/evals/robustness.py).")
+  return "\n".join(lines)
+
+
+def mean_sd(values: list[float], digits: int = 4, sign: str = "") -> str:
+  """'mean ± sd' (sample sd, n - 1) with n; one value has no sd."""
+  if not values:
+    return "–"
+  fmt = f"{{:{sign}.{digits}f}}"
+  if len(values) == 1:
+    return fmt.format(values[0]) + " (n=1)"
+  return f"{fmt.format(np.mean(values))} ± {np.std(values, ddof=1):.{digits}f} (n={len(values)})"
+
+
+def seeds_table(results: list[dict]) -> str:
+  """The seeded families: the lr sweep (seed 0), then mean ± sd over the seeds at the best lr, and which
+  gaps hold: a gap is stated only where the families' seed ranges do not overlap."""
+  finished = {r["name"]: r for r in results}
+  best = best_lrs(finished)
+  lrs = sorted(sweep_members(SEEDED[0]))
+  lines = ["| family | bits/byte at lr " + " / ".join(f"{lr:g}" for lr in lrs) + " (seed 0) | best lr | "
+           "bits/byte over seeds | noise Δ papers' 5 | noise Δ all 7 | papers' 5 / clean |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+  groups = {}
+  for n in SEEDED:
+    members = sweep_members(n)
+    if not any(m in finished for m in members.values()):
+      continue
+    sweep = " / ".join(f"{finished[members[lr]]['bits_per_byte']:.4f}" if members[lr] in finished else "–"
+                       for lr in lrs)
+    group = seed_group(n, finished)
+    groups[n] = [g["bits_per_byte"] for g in group]
+    noisy = [g for g in group if g.get("noise")]
+    lines.append(f"| {label(n)} | {sweep} | {best[n]:g} | " if n in best else f"| {label(n)} | {sweep} | – | ")
+    lines[-1] += " | ".join([mean_sd(groups[n]), mean_sd([noise_means(g)[0] for g in noisy], 3, "+"),
+                             mean_sd([noise_means(g)[1] for g in noisy], 3, "+"),
+                             mean_sd([100 * noise_means(g)[0] / g["noise_clean_bits_per_byte"] for g in noisy],
+                                     1, "+") + (" %" if noisy else "")]) + " |"
+  if len(lines) == 2:
+    return ""
+  lines.append("\nsd: sample standard deviation over seeds (init and data order), at the family's best lr of the "
+               "sweep. Gaps in bits/byte between families with 3 seeds:")
+  ranked = sorted((n for n, v in groups.items() if len(v) == len(EXTRA_SEEDS) + 1), key=lambda n: np.mean(groups[n]))
+  for a, b in zip(ranked, ranked[1:]):
+    gap = np.mean(groups[b]) - np.mean(groups[a])
+    holds = max(groups[a]) < min(groups[b])
+    lines.append(f"- {label(a)} ahead of {label(b)} by {gap:.4f}: " +
+                 ("the seed ranges do not overlap, the gap holds" if holds else "the seed ranges overlap: a tie"))
   return "\n".join(lines)
 
 
@@ -451,14 +556,17 @@ def plot(curves: dict[str, dict], path: str, reference: float | None = None) -> 
 # Driver
 # ---------------------------------------------------------------------------------------------
 def plan(variant: str, only: list[str] | None, long_runs: list[str]) -> list[Run]:
+  """Families, ablations, long runs and the lr sweeps; seed runs come later (they need the sweeps' results)."""
   runs = list(FAMILIES) + list(ABLATIONS)
   runs += [dataclasses.replace(next(r for r in FAMILIES if r.name == n), name=f"{n}-long", kind="long",
                                note=f"{VARIANTS[variant]['long_factor']}x the bytes")
            for n in long_runs]
+  runs += sweep_runs()
   if only:
-    unknown = set(only) - {r.name for r in runs}
+    known = [r.name for r in runs] + [r.name for r in seed_runs({n: RECIPE_LR for n in SEEDED})]
+    unknown = set(only) - set(known)
     if unknown:
-      raise ValueError(f"unknown runs {sorted(unknown)}; known: {[r.name for r in runs]}")
+      raise ValueError(f"unknown runs {sorted(unknown)}; known: {known}")
     runs = [r for r in runs if r.name in only]
   return runs
 
@@ -491,7 +599,8 @@ def main(argv=None) -> dict:
       args.archive or os.path.join(args.results, f"study_{args.variant}_runs"))
   lm_workdir, lm_archive = os.path.join(root, ENTROPY_LM), archive_root and os.path.join(archive_root, ENTROPY_LM)
   results, curves, traces, targets = [], {}, {}, {}
-  for run in runs:
+
+  def do(run: Run) -> None:
     workdir = os.path.join(root, run.name)
     run_archive = archive_root and os.path.join(archive_root, run.name)
     if archive_root:
@@ -500,7 +609,7 @@ def main(argv=None) -> dict:
         archive(lm_workdir, lm_archive, restore=True)
     done = _finished(workdir) if args.report else None
     if args.report and done is None:
-      continue  # before its config: an unfinished blt has no entropy LM to size against
+      return  # before its config: an unfinished blt has no entropy LM to size against
     if run.config == "blt" and not args.report:
       ensure_entropy_lm(args.variant, root, args.data_dir)
       if archive_root:
@@ -509,7 +618,8 @@ def main(argv=None) -> dict:
     if args.data_dir:
       c.data.data_dir = args.data_dir
     if not args.report:
-      log.info("%s: %s, d_model %s, d_ff %s", run.name, c.model.layout, c.model.d_model, c.model.d_ff)
+      log.info("%s: %s, d_model %s, d_ff %s, lr %g, seed %d", run.name, c.model.layout, c.model.d_model,
+               c.model.d_ff, c.opt.lr, c.seed)
       done = train_and_measure(run, c, workdir, noise=not args.no_noise)
       if archive_root:
         archive(workdir, run_archive, restore=False)
@@ -518,6 +628,23 @@ def main(argv=None) -> dict:
     if c.model.router == "delete_gate":
       traces[run.name] = deletion_trace(workdir)
       targets[run.name] = 1.0 - 1.0 / c.model.target_ratio[0]
+
+  for run in runs:
+    do(run)
+  # The seeds run at their family's best lr, known once its sweep is finished (also from an earlier call).
+  finished = {r["name"]: r for r in results}
+  for n in SEEDED:
+    for name in sweep_members(n).values():
+      if name not in finished:
+        r = _finished(os.path.join(root, name)) or (archive_root and _finished(os.path.join(archive_root, name)))
+        if r:
+          finished[name] = r
+  waiting = [n for n in SEEDED if n not in best_lrs(finished)]
+  if waiting and not args.report:
+    log.info("seed runs of %s wait for their lr sweeps", ", ".join(waiting))
+  for run in seed_runs(best_lrs(finished)):
+    if not args.only or run.name in args.only:
+      do(run)
   path = os.path.join(args.results, f"study_{args.variant}.json")
   previous = None
   if os.path.exists(path):
@@ -529,11 +656,16 @@ def main(argv=None) -> dict:
   with open(path, "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2)
   if results:
-    plot(curves, os.path.join(args.results, f"study_{args.variant}.png"),
+    main_runs = {r["name"] for r in shown_in_main_table(results)}
+    plot({n: pts for n, pts in curves.items() if n in main_runs}, os.path.join(args.results, f"study_{args.variant}.png"),
          reference=2.42 if args.variant != "tiny" else None)
   print(table(results))
   print()
   print(noise_table(results))
+  seeds = seeds_table(results)
+  if seeds:
+    print()
+    print(seeds)
   if traces:
     print()
     print(deletion_table(traces, targets))

@@ -209,10 +209,21 @@ def test_noise_scores_the_clean_continuation_after_each_perturbation(loaded):
     assert t["target_bytes"] == cont_bytes  # ...the same ones for every perturbation
     assert t["degradation"] == pytest.approx(t["bits_per_byte"] - out["clean"]["bits_per_byte"])
     assert np.isfinite(t["bits_per_byte"])
-  # Noised contexts are cut to fit the row: AntSpeak doubles the text, so it fills the row.
+  # The context is cut before noising: AntSpeak (a space after every character) keeps the clean context whole.
   ant = next(t for t in out["tasks"] if t["perturbation"] == "antspeak")
-  assert ant["context_bytes"] > out["clean"]["context_bytes"]
+  assert ant["context_bytes"] > 1.5 * out["clean"]["context_bytes"]
   assert ant["context_bytes"] <= 64 - 1 - 1  # BOS, at least one continuation byte
+
+
+def test_noise_contexts_are_cut_before_noising_so_every_task_sees_the_same_text():
+  text = "Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do."
+  names = list(perturbations.PERTURBATIONS)
+  assert robustness.common_context(text, names, 3, 1000) == text  # room for every form: nothing cut
+  for budget in (150, 80, 21):
+    ctx = robustness.common_context(text, names, 3, budget)
+    assert ctx and text.endswith(ctx) and text[len(text) - len(ctx) - 1] == " "  # a suffix, at a word
+    assert all(len(perturbations.perturb(p, ctx, 3).encode()) <= budget for p in names)
+    assert len(ctx.encode()) * 2 - 1 <= budget  # AntSpeak's doubling is what bounds it
 
 
 def test_mc_loglik_matches_the_model_and_scores_items(loaded):

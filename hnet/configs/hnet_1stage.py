@@ -1,6 +1,6 @@
 """H-Net, one stage of dynamic chunking (CPU-small): Mamba2 encoder/decoder, Transformer on chunks.
 
-The default `python train.py` config.
+Sized for the study (experiments/study.py); `configs/default.py` is this architecture tuned for `python train.py`.
 """
 from hnet.configs import base
 

@@ -3,9 +3,15 @@
 Pairs (context, continuation) are cut from held-out documents with the multiple-choice
 item builder (same seeded, word-aligned cuts; the distractor is unused). For every
 perturbation of hnet.evals.perturbations, item k's context is noised with seed + k; the
-continuation stays clean. Each row holds BOS + context + continuation, the context keeping
-its last bytes that fit in data.seq_len; only continuation bytes are scored, so every task
-scores the same bytes and the degradation is the bits/byte difference to the clean context.
+continuation stays clean. Each row holds BOS + context + continuation and only continuation
+bytes are scored, so every task scores the same bytes and the degradation is the bits/byte
+difference to the clean context.
+
+The context is cut before noising: AntSpeak doubles a text and Repeat lengthens it, so a noised
+context cut from the left to fit the row would hold less of the text than the clean one, and
+the Δ would mix noise with lost context. Item k's clean context is shortened (from the left, at a
+word) until its clean form and every perturbation's noised form fit the row; every task then
+sees the same clean content, noised or not.
 """
 # pylint: disable=invalid-name
 from typing import Sequence
@@ -34,6 +40,21 @@ def make_pairs(texts: Sequence[str], c) -> list[tuple[str, str]]:
   return [(it.context, it.choices[it.label]) for it in items]
 
 
+def common_context(context: str, perturbations: Sequence[str], seed: int, budget: int) -> str:
+  """A suffix of `context`, starting at a word where it can, whose clean and noised forms (seeded `seed`)
+  all fit `budget` UTF-8 bytes; shortened in proportion to the overflow until they do."""
+  while context:
+    longest = max(len(t.encode("utf-8")) for t in [context, *(perturb(p, context, seed) for p in perturbations)])
+    if longest <= budget:
+      return context
+    cut = len(context) - min(len(context) * budget // longest, len(context) - 1)  # >= 1: shorter every time
+    rest = context[cut:]
+    if not context[cut - 1].isspace() and " " in rest[:-1]:  # cut inside a word: start at the next one
+      rest = rest[rest.index(" ") + 1:]
+    context = rest
+  return context
+
+
 def segments(contexts: Sequence[bytes], continuations: Sequence[bytes], seq_len: int) -> list:
   """BOS + context + continuation per pair, the context cut from the left to fit seq_len + 1 tokens."""
   out = []
@@ -53,10 +74,13 @@ def evaluate(loaded: Loaded, pairs: Sequence[tuple[str, str]],
   scorer = scoring.Scorer(loaded)
   B = loaded.batch_size(c.eval.batch_size)
   continuations = [cont.encode("utf-8") for _, cont in pairs]
+  # Room for the context in a row: seq_len + 1 tokens hold BOS, context and continuation.
+  budgets_k = [c.data.seq_len - 1 - len(packing.right_truncate(cont, c.data.seq_len - 1)) for cont in continuations]
+  clean = [common_context(ctx, perturbations, c.eval.seed + k, budgets_k[k]) for k, (ctx, _) in enumerate(pairs)]
   results = {}
   for name in ["clean", *perturbations]:
     contexts = [(ctx if name == "clean" else perturb(name, ctx, c.eval.seed + k)).encode("utf-8")
-                for k, (ctx, _) in enumerate(pairs)]
+                for k, ctx in enumerate(clean)]
     segs = segments(contexts, continuations, c.data.seq_len)
     out = scoring.run(scorer, packing.batches(packing.pack(segs, c.data.seq_len), B))
     shown = sum(int((mask == 0).sum()) for _, mask in segs) / max(len(segs), 1)  # context bytes the model saw
