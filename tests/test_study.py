@@ -16,7 +16,7 @@ def test_every_run_of_the_cpu_study_is_sized_to_the_target_flops(tmp_path):
   shutil.copy(os.path.join(entropy_lm_workdir(), "config.json"), tmp_path / "entropy_lm" / "config.json")
   target = study.VARIANTS["cpu"]["target_mflops"] * 1e6
   widths = {}
-  for run in study.plan("cpu", None, ["default"]):
+  for run in study.plan("cpu", None, ["hnet_attn"]):
     c = study.make_config(run, "cpu", str(tmp_path))
     f = flops_per_byte(model_config_from_dict(c.model), c.data.seq_len, train=True)
     if run.kind == "ablation":  # one change to the family's sized model
@@ -25,8 +25,40 @@ def test_every_run_of_the_cpu_study_is_sized_to_the_target_flops(tmp_path):
       assert abs(f / target - 1) <= 0.10, (run.name, f)
       widths[run.config] = (c.model.d_model, c.model.d_ff)
     assert (c.train.batch_size, c.data.seq_len, c.seed) == (8, 256, 0)  # the same bytes for every run
+    assert c.opt.lr == (dict(run.overrides)["opt.lr"] if run.kind == "lr" else study.RECIPE_LR)
   with pytest.raises(ValueError, match="unknown runs"):
     study.plan("cpu", ["nope"], [])
+  # Extra seeds: the family's sized model at its best lr, init and data order reseeded.
+  for run in study.seed_runs({"flat": 1e-2}):
+    c = study.make_config(run, "cpu", str(tmp_path))
+    assert (c.model.d_model, c.opt.lr, c.data.seq_len) == (widths["flat"][0], 1e-2, 256) and c.seed in (1, 2)
+
+
+def _result(name, bpb, kind="lr"):
+  return {"name": name, "kind": kind, "bits_per_byte": bpb, "noise": {k: 0.1 for k in study.PAPER_NOISES},
+          "noise_clean_bits_per_byte": 2.0}
+
+
+def test_seeds_table_picks_the_best_lr_and_states_a_gap_only_beyond_the_seed_ranges():
+  results = []
+  for family, (at_low, at_recipe, at_high), seeds in (("flat", (2.70, 2.66, 2.68), (2.665, 2.662)),
+                                                       ("word", (2.64, 2.63, 2.62), (2.63, 2.61)),
+                                                       ("stride", (2.66, 2.65, 2.67), (2.651, 2.649))):
+    results += [_result(family, at_recipe, "family"), _result(f"{family}-lr0.0025", at_low),
+                _result(f"{family}-lr0.01", at_high)]
+    results += [_result(f"{family}-seed{s}", v, "seed") for s, v in zip(study.EXTRA_SEEDS, seeds)]
+  finished = {r["name"]: r for r in results}
+  assert study.best_lrs(finished) == {"flat": 5e-3, "word": 1e-2, "stride": 5e-3}
+  assert [r["name"] for r in study.seed_group("word", finished)] == ["word-lr0.01", "word-seed1", "word-seed2"]
+  out = study.seeds_table(results)
+  assert "| word | 2.6400 / 2.6300 / 2.6200 | 0.01 | 2.6200 ± 0.0100 (n=3) |" in out
+  # word (2.61-2.63) vs stride (2.649-2.651): apart; stride vs flat (2.66-2.665): apart; a tie needs overlap.
+  assert "word ahead of stride by 0.0300: the seed ranges do not overlap" in out
+  finished["stride-seed1"]["bits_per_byte"] = 2.61
+  assert "word ahead of stride" in study.seeds_table(results) and "a tie" in study.seeds_table(results)
+  assert study.seed_runs({}) == [] and "hnet_1stage" not in study.best_lrs(finished)  # no sweep, no seeds
+  # The main table and the noise table leave the sweeps and seeds to the seeds table.
+  assert [r["name"] for r in study.shown_in_main_table(results)] == ["flat", "word", "stride"]
 
 
 def test_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
