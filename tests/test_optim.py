@@ -86,6 +86,9 @@ def test_pi_controller_raises_the_weight_until_the_target_rate():
   np.testing.assert_allclose(float(state.i), 5 * 1e-2 * 0.4, rtol=1e-6)
   over = update_controller(ControllerState.init(), jnp.float32(0.9), target=0.5, kp=0.5, ki=1e-2)
   assert float(over.alpha) == 0.0  # never negative
+  # Two-sided (our deviation): deleting too much makes the weight negative, the regulariser rewards keeping.
+  back = update_controller(ControllerState.init(), jnp.float32(0.9), target=0.5, kp=0.5, ki=1e-2, two_sided=True)
+  np.testing.assert_allclose(float(back.alpha), 0.1 * 0.5 * -0.4 + 1e-2 * -0.4, rtol=1e-6)
 
 
 def test_the_official_decay_grouping_exempts_only_biases_and_norm_modules():

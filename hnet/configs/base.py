@@ -79,6 +79,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.opt.router_lr_multiplier = 1.0  # times the stage's lr for the router's own parameters (MrT5's gate, H-Net's q/k)
   c.opt.delete_gate_kp = 0.5  # MrT5 PI controller proportional gain
   c.opt.delete_gate_ki = 1e-5  # MrT5 PI controller integral gain
+  c.opt.delete_gate_two_sided = False  # True: the controller's weight may go negative (reward keeping); MrT5: >= 0
 
   # --- training loop (hnet/train/trainer.py) ---
   c.train = config_dict.ConfigDict()

@@ -179,6 +179,7 @@ NO_RULE = {
     "model.dtype": "hnet/config.py",
     "model.scan_layers": "a boolean",
     "model.softmax1": "a boolean",
+    "opt.delete_gate_two_sided": "a boolean",
     "train.full_final_eval": "a boolean",
     "ckpt.async_save": "a boolean",
     "eval.perturbations": "names: hnet/evals/perturbations.py",

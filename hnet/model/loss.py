@@ -27,10 +27,15 @@ class ControllerState(NamedTuple):
     return cls(*(jnp.zeros((), jnp.float32) for _ in range(3)))  # distinct buffers (donation)
 
 
-def update_controller(state: ControllerState, delete_rate: jax.Array, target: float, kp: float, ki: float
-                      ) -> ControllerState:
-  """e = target - rate; P <- 0.9 P + 0.1 kp e; I <- I + ki e; alpha = max(0, P + I)."""
+def update_controller(state: ControllerState, delete_rate: jax.Array, target: float, kp: float, ki: float,
+                      two_sided: bool = False) -> ControllerState:
+  """e = target - rate; P <- 0.9 P + 0.1 kp e; I <- I + ki e; alpha = max(0, P + I) (MrT5's).
+
+  MrT5's alpha only rewards deleting: once the language-model loss itself gains from deleting more,
+  nothing pulls the rate back to the target. `two_sided` lets alpha go negative (then the regulariser
+  rewards keeping), a deviation from MrT5 that holds the rate at the target from both sides.
+  """
   err = target - delete_rate
   p = 0.9 * state.p + 0.1 * kp * err
   i = state.i + ki * err
-  return ControllerState(p, i, jnp.maximum(0.0, p + i))
+  return ControllerState(p, i, p + i if two_sided else jnp.maximum(0.0, p + i))

@@ -100,7 +100,7 @@ def make_train_step(graphdef, model_cfg: ModelConfig, c, tx, schedule):
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = jax.tree.map(jnp.add, state.params, updates)
     controller = router_cls.next_controller(model_cfg, state.controller, metrics, kp=c.opt.delete_gate_kp,
-                                        ki=c.opt.delete_gate_ki)
+                                        ki=c.opt.delete_gate_ki, two_sided=c.opt.delete_gate_two_sided)
     if controller is not state.controller:  # a controlled loss weight (MrT5): log it
       metrics["stage0/gate_loss_weight"] = controller.alpha
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))

@@ -79,9 +79,9 @@ class Router(nnx.Module):
 
   @classmethod
   def next_controller(cls, cfg: ModelConfig, controller: ControllerState, metrics: dict, *, kp: float,
-                      ki: float) -> ControllerState:
+                      ki: float, two_sided: bool = False) -> ControllerState:
     """The loss-weight controller after a step with these (stage-prefixed) metrics; unchanged by default."""
-    del cfg, metrics, kp, ki
+    del cfg, metrics, kp, ki, two_sided
     return controller
 
   @classmethod

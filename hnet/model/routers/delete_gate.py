@@ -51,9 +51,9 @@ class DeleteGateRouter(Router):
 
   @classmethod
   def next_controller(cls, cfg: ModelConfig, controller: ControllerState, metrics: dict, *, kp: float,
-                      ki: float) -> ControllerState:
+                      ki: float, two_sided: bool = False) -> ControllerState:
     target = 1.0 - 1.0 / cfg.stages[0].target_ratio  # keep 1/N of the positions
-    return update_controller(controller, metrics["stage0/delete_frac"], target, kp, ki)
+    return update_controller(controller, metrics["stage0/delete_frac"], target, kp, ki, two_sided)
 
   @classmethod
   def flops_per_position(cls, cfg: ModelConfig, st: StageConfig) -> float:
