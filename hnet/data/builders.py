@@ -19,6 +19,7 @@ from importlib import resources
 
 import tensorflow_datasets as tfds
 
+from hnet import storage
 from hnet.data import sources
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ BUILTIN_SPLITS = ("train", "validation")
 def data_dir(data_cfg) -> str:
   """data.data_dir, else $HNET_DATA_DIR, else ~/.cache/hnet/tfds."""
   path = data_cfg.data_dir or os.environ.get("HNET_DATA_DIR") or DEFAULT_DATA_DIR
-  return os.path.abspath(os.path.expanduser(path))
+  return storage.resolve(path)
 
 
 class _CountingBuilder(tfds.core.GeneratorBasedBuilder):

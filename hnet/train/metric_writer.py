@@ -1,6 +1,31 @@
-"""The training run's metric writer (TensorBoard + metrics.jsonl)."""
+"""The training run's metric writer (TensorBoard + metrics.jsonl), local or in a bucket.
+
+TensorBoard events go through tensorboardX, which writes gs:// itself (google-cloud-storage, part of the
+gcs extra) and s3:// (boto3). Objects in a bucket cannot be appended to: there metrics.jsonl is kept in
+memory (what the run wrote before included) and uploaded whole after each write; a run logs a line per
+`train.log_every` steps, so the object stays small.
+"""
 import json
 import os
+
+from hnet import storage
+
+
+class _BucketLines:
+  """metrics.jsonl in a bucket: earlier lines read once, the whole object rewritten at each flush."""
+
+  def __init__(self, path: str):
+    self._path = storage.path(path)
+    self._text = self._path.read_text() if self._path.exists() else ""
+
+  def write(self, line: str) -> None:
+    self._text += line
+
+  def flush(self) -> None:
+    self._path.write_text(self._text)
+
+  def close(self) -> None:
+    self.flush()
 
 
 class MetricWriter:
@@ -11,10 +36,11 @@ class MetricWriter:
     self._tb = None
     self._jsonl = None
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
+      storage.makedirs(workdir)
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      jsonl = os.path.join(workdir, "metrics.jsonl")
+      self._jsonl = _BucketLines(jsonl) if storage.is_remote(workdir) else open(jsonl, "a", encoding="utf-8")
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
