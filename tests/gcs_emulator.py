@@ -1,6 +1,4 @@
-"""A local GCS emulator (`gcp-storage-emulator`, in memory) on 127.0.0.1, and the settings that point every
-client at it: gcsfs and google-cloud-storage (`STORAGE_EMULATOR_HOST`), TensorStore, which writes orbax's
-arrays (`TENSORSTORE_GCS_HTTP_URL`, with `GOOGLE_AUTH_TOKEN_FOR_TESTING` so it looks for no credentials).
+"""Starts and stops the local GCS emulator (hnet/tools/gcs_emulator.py, on gcp-storage-emulator) for the tests.
 
 The emulator is in the `test` extra: a missing one fails the tests that use it, it never skips them.
 """
@@ -13,7 +11,10 @@ import time
 import urllib.request
 from typing import Iterator
 
+from hnet.tools.gcs_emulator import client_env  # noqa: F401  (the environment that points the clients at it)
+
 BUCKET = "hnet-test"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _free_port() -> int:
@@ -22,37 +23,26 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def client_env(url: str) -> dict[str, str]:
-  """The environment that points gcsfs, google-cloud-storage and TensorStore at the emulator at `url`."""
-  return {
-      "STORAGE_EMULATOR_HOST": url,  # gcsfs, google-cloud-storage (tensorboardX's gs:// writer)
-      "TENSORSTORE_GCS_HTTP_URL": url,  # TensorStore's gcs kvstore (orbax's arrays); read once per process
-      "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",  # TensorStore: a fixed token instead of Google credentials
-      "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",  # gcsfs: no bucket-type probe (it wants real credentials)
-  }
-
-
 @contextlib.contextmanager
 def running(bucket: str = BUCKET, log_path: str = os.devnull) -> Iterator[str]:
-  """Starts the emulator with `bucket` on a free port; yields its URL; stops it afterwards."""
+  """Starts the emulator (in memory, a subprocess) with `bucket` on a free port; yields its URL; stops it after."""
   port = _free_port()
   url = f"http://127.0.0.1:{port}"
   with open(log_path, "wb") as log:
-    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                             "--port", str(port), "--in-memory", "--default-bucket", bucket],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "hnet.tools.gcs_emulator", "--port", str(port), "--bucket", bucket],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
   try:
     deadline = time.time() + 30
     while True:
       if proc.poll() is not None:
-        raise RuntimeError(f"gcp-storage-emulator exited with status {proc.returncode} (log: {log_path})")
+        raise RuntimeError(f"the GCS emulator exited with status {proc.returncode} (log: {log_path})")
       try:
         with urllib.request.urlopen(f"{url}/storage/v1/b/{bucket}", timeout=1) as r:
           if r.status == 200:
             break
       except OSError:
         if time.time() > deadline:
-          raise RuntimeError(f"gcp-storage-emulator did not answer on {url} within 30 s") from None
+          raise RuntimeError(f"the GCS emulator did not answer on {url} within 30 s (log: {log_path})") from None
         time.sleep(0.1)
     yield url
   finally:
