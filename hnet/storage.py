@@ -96,6 +96,18 @@ def _fs(p: str):
   return fsspec.filesystem("gcs" if scheme(p) == "gs" else "s3")
 
 
+def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+  """Renames a file or directory. In a bucket (no rename there) each object is copied server-side, then the
+  originals deleted: not atomic, and gcsfs's own rename first tries GCS's moveTo, which emulators lack."""
+  src, dst = os.fspath(src), os.fspath(dst)
+  if not is_remote(src):
+    os.rename(src, dst)
+    return
+  fs = _fs(src)
+  fs.copy(src.rstrip("/"), dst.rstrip("/"), recursive=True)
+  fs.rm(src.rstrip("/"), recursive=True)
+
+
 def files_under(directory: str | os.PathLike) -> list[str]:
   """Every file below `directory` (recursively), as paths relative to it, sorted."""
   d = os.fspath(directory)

@@ -147,7 +147,7 @@ class Checkpointer:
     aside = os.path.join(self.directory, f"{step}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     _sync(f"hnet-set-aside-{step}")  # every process has passed over the step before it moves
     if jax.process_index() == 0:
-      storage.path(self.step_dir(step)).rename(aside)
+      storage.move(self.step_dir(step), aside)
       log.warning("checkpoint step %d under %s is corrupt (%s): moved aside to %s; trying an older one",
                   step, self.directory, why, os.path.basename(aside))
     _sync(f"hnet-set-aside-{step}-done")
