@@ -90,10 +90,12 @@ def makedirs(p: str | os.PathLike) -> None:
 
 
 def _fs(p: str):
-  """The fsspec file system of a bucket path (epath hides the one call that recurses: `**` globs)."""
-  import fsspec  # pylint: disable=import-outside-toplevel
+  """epath's own fsspec file system of a bucket path, for what epath does not offer (`**` globs, recursive
+  listing and copies). The same instance: gcsfs caches listings per instance, and a second one would
+  not see the other's changes."""
+  from etils.epath import backend  # pylint: disable=import-outside-toplevel
   require_client(p)
-  return fsspec.filesystem("gcs" if scheme(p) == "gs" else "s3")
+  return backend.fsspec_backend.fs(p)
 
 
 def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -106,6 +108,7 @@ def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
   fs = _fs(src)
   fs.copy(src.rstrip("/"), dst.rstrip("/"), recursive=True)
   fs.rm(src.rstrip("/"), recursive=True)
+  fs.invalidate_cache()  # listings of both trees changed
 
 
 def files_under(directory: str | os.PathLike) -> list[str]:
