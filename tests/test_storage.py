@@ -36,7 +36,8 @@ def test_other_url_schemes_are_refused_in_one_line():
 
 def test_a_missing_client_names_the_extra(monkeypatch):
   real = storage.importlib.util.find_spec
-  monkeypatch.setattr(storage.importlib.util, "find_spec", lambda name: None if name in ("gcsfs", "s3fs") else real(name))
+  absent = lambda name, *a: None if name in ("gcsfs", "s3fs") else real(name, *a)  # noqa: E731
+  monkeypatch.setattr(storage.importlib.util, "find_spec", absent)
   with pytest.raises(storage.MissingExtra) as gs:
     storage.path("gs://bucket/run")
   assert str(gs.value) == "gs://bucket/run needs gcsfs: pip install 'hnet[gcs]'"

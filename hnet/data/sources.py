@@ -1,7 +1,8 @@
 """A user's own text files as documents: path resolution, reading, fingerprint, holdout.
 
-`data.text_paths` is a comma-separated list of files, globs (`**` recurses) or directories, local or in
-a bucket (gs://, s3://: hnet/storage.py) (every file below it ending in .txt/.text/.md/.jsonl/.json, optionally .gz/.xz/.bz2).
+`data.text_paths` is a comma-separated list of files, globs (`**` recurses) or directories
+(every file below it ending in .txt/.text/.md/.jsonl/.json, optionally .gz/.xz/.bz2), local or
+in a bucket (gs://, s3://: hnet/storage.py).
 Files named *.jsonl / *.json (optionally compressed) hold one JSON object per line, the
 text in field `text_key`; anything else is plain text. A plain-text file is one document,
 except that files over `txt_doc_bytes` are cut (at blank lines, else at line ends, else at

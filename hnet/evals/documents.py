@@ -9,8 +9,8 @@ def from_file(path: str, data_cfg) -> list[bytes]:
   """Documents of a .txt / .jsonl file, read as the data layer reads data.text_paths."""
   if not storage.path(path).is_file():
     raise FileNotFoundError(f"text file {path!r} does not exist")
-  docs = list(sources.read_documents(path if storage.is_remote(path) else os.path.expanduser(path), text_key=data_cfg.text_key,
-                                     txt_doc_bytes=data_cfg.txt_doc_bytes))
+  local_or_bucket = path if storage.is_remote(path) else os.path.expanduser(path)
+  docs = list(sources.read_documents(local_or_bucket, text_key=data_cfg.text_key, txt_doc_bytes=data_cfg.txt_doc_bytes))
   if not docs:
     raise ValueError(f"text file {path!r} holds no documents")
   return docs
