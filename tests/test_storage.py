@@ -47,6 +47,14 @@ def test_a_missing_client_names_the_extra(monkeypatch):
   assert entry_errors.raised_by_hnet(gs.value) and entry_errors.one_line(gs.value) == str(gs.value)
 
 
+def test_a_data_dir_in_a_bucket_is_refused_in_one_line():
+  from hnet.data import builders  # pylint: disable=import-outside-toplevel
+  c = load_config("hnet_1stage")
+  c.data.data_dir = "gs://bucket/tfds"
+  with pytest.raises(ValueError, match=r"data.data_dir='gs://bucket/tfds': prepared data \(array_record\) must be"):
+    builders.data_dir(c.data)
+
+
 # ---------------------------------------------------------------------------------------------
 # Against the emulator
 # ---------------------------------------------------------------------------------------------
