@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import jax.numpy as jnp
 
+from hnet import storage
 from hnet.configs import stored as stored_config
 
 SWIGLU_MULTIPLE = 128  # SwiGLU hidden widths round up to this (as the H-Net code does)
@@ -235,13 +236,13 @@ def _per_stage(value, n: int, key: str, cast=int) -> tuple:
 
 def entropy_lm_config(workdir: str) -> ModelConfig:
   """The model config of a byte LM's train.py work dir (`config.json`), for the entropy router."""
-  path = os.path.join(os.path.expanduser(workdir), "config.json")
-  if not os.path.isfile(path):
+  path = os.path.join(workdir if storage.is_remote(workdir) else os.path.expanduser(workdir), "config.json")
+  if not storage.path(path).is_file():
     raise FileNotFoundError(f"model.entropy_model={workdir!r}: no train.py work dir there ({path} does not "
                             "exist); train one: python train.py --config configs/entropy_lm.py --workdir "
                             f"{workdir}")
   try:
-    with open(path, encoding="utf-8") as f:
+    with storage.open_file(path) as f:
       run_config = json.load(f)
     # Keys added to the config since that run take their defaults, as when eval.py loads it.
     lm = model_config_from_dict(stored_config.merge_config(run_config, None, stored_config.default_config()).model)

@@ -10,7 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lowest first. A module belongs to the longest prefix that matches it.
 LAYERS = (
-    ("base", ("hnet", "hnet.config", "hnet.configs", "hnet.sharding", "hnet.data.batch")),  # what everything may read
+    ("base", ("hnet", "hnet.config", "hnet.configs", "hnet.sharding", "hnet.storage",
+              "hnet.data.batch")),  # what everything may read
     ("kernels", ("hnet.kernels",)),  # pure functions: SSD (XLA, Pallas), splash attention
     ("layers", ("hnet.layers",)),  # nnx modules over the kernels
     ("model", ("hnet.model",)),  # the hierarchy, routers, generation, losses, FLOP counts

@@ -19,6 +19,7 @@ from importlib import resources
 
 import tensorflow_datasets as tfds
 
+from hnet import storage
 from hnet.data import sources
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,15 @@ BUILTIN_SPLITS = ("train", "validation")
 
 
 def data_dir(data_cfg) -> str:
-  """data.data_dir, else $HNET_DATA_DIR, else ~/.cache/hnet/tfds."""
+  """data.data_dir, else $HNET_DATA_DIR, else ~/.cache/hnet/tfds; a local directory.
+
+  array_record files are written and read with local file I/O (a gs:// data dir fails inside TFDS's writer with
+  "open() failed"), so a bucket is refused in one line; the text itself may be in one (data.text_paths)."""
   path = data_cfg.data_dir or os.environ.get("HNET_DATA_DIR") or DEFAULT_DATA_DIR
-  return os.path.abspath(os.path.expanduser(path))
+  if storage.is_remote(path):
+    raise ValueError(f"data.data_dir={path!r}: prepared data (array_record) must be on a local or shared file "
+                     "system, not in a bucket; data.text_paths may be in one (each host prepares its copy)")
+  return storage.resolve(path)
 
 
 class _CountingBuilder(tfds.core.GeneratorBasedBuilder):

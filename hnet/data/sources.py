@@ -1,7 +1,8 @@
 """A user's own text files as documents: path resolution, reading, fingerprint, holdout.
 
 `data.text_paths` is a comma-separated list of files, globs (`**` recurses) or directories
-(every file below it ending in .txt/.text/.md/.jsonl/.json, optionally .gz/.xz/.bz2).
+(every file below it ending in .txt/.text/.md/.jsonl/.json, optionally .gz/.xz/.bz2), local or
+in a bucket (gs://, s3://: hnet/storage.py).
 Files named *.jsonl / *.json (optionally compressed) hold one JSON object per line, the
 text in field `text_key`; anything else is plain text. A plain-text file is one document,
 except that files over `txt_doc_bytes` are cut (at blank lines, else at line ends, else at
@@ -9,6 +10,7 @@ a character boundary) into documents of about that size, so a single large file 
 yields a validation holdout. Concatenating a file's documents gives back its bytes.
 """
 import bz2
+import contextlib
 import glob
 import gzip
 import hashlib
@@ -16,6 +18,8 @@ import json
 import lzma
 import os
 from collections.abc import Iterator
+
+from hnet import storage
 
 COMPRESSED = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".jsonl", ".json")
@@ -26,7 +30,8 @@ READ_BLOCK_BYTES = 1 << 20
 def split_paths(text_paths) -> list[str]:
   """'a,b' or a list/tuple -> non-empty entries with ~ expanded."""
   entries = text_paths.split(",") if isinstance(text_paths, str) else list(text_paths)
-  return [os.path.expanduser(e.strip()) for e in entries if e and e.strip()]
+  entries = [e.strip() for e in entries if e and e.strip()]
+  return [e if storage.is_remote(e) else os.path.expanduser(e) for e in entries]
 
 
 def _has_text_suffix(path: str) -> bool:
@@ -43,29 +48,33 @@ def resolve(text_paths) -> list[str]:
     raise ValueError("data.dataset='text' needs data.text_paths (comma-separated files, globs or directories)")
   files = []
   for entry in entries:
+    where = storage.path(entry)
     if glob.has_magic(entry):
-      matches = sorted(p for p in glob.glob(entry, recursive=True) if os.path.isfile(p))
+      matches = storage.glob_files(entry)
       if not matches:
         raise FileNotFoundError(f"data.text_paths: no file matches {entry!r}")
       files += matches
-    elif os.path.isdir(entry):
-      found = sorted(os.path.join(root, f) for root, _, names in os.walk(entry) for f in names
-                     if _has_text_suffix(f))
+    elif where.is_dir():
+      found = [os.path.join(entry, f) for f in storage.files_under(entry) if _has_text_suffix(os.path.basename(f))]
       if not found:
         raise FileNotFoundError(f"data.text_paths: directory {entry!r} holds no file ending in "
                                 f"{'/'.join(TEXT_SUFFIXES)} (optionally .gz/.xz/.bz2)")
       files += found
-    elif os.path.isfile(entry):
+    elif where.is_file():
       files.append(entry)
     else:
       raise FileNotFoundError(f"data.text_paths: {entry!r} does not exist")
-  return sorted(set(os.path.abspath(f) for f in files))
+  return sorted(set(storage.resolve(f) for f in files))
 
 
 def fingerprint(files: list[str], *extra) -> str:
   """Hash of paths, sizes and mtimes (and `extra` settings): changes when any input changes."""
   h = hashlib.sha256(repr(extra).encode())
   for f in files:
+    if storage.is_remote(f):  # epath's stat: size and mtime in whole seconds
+      st = storage.path(f).stat()
+      h.update(f"{f}\0{st.length}\0{st.mtime}\n".encode())
+      continue
     st = os.stat(f)
     h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
   return h.hexdigest()[:16]
@@ -78,9 +87,16 @@ def is_jsonl(path: str) -> bool:
   return ext.lower() in (".jsonl", ".json")
 
 
+@contextlib.contextmanager
 def _open(path: str):
-  opener = COMPRESSED.get(os.path.splitext(path)[1], open)
-  return opener(path, "rb")
+  """The file's bytes, decompressed by its suffix; local or in a bucket."""
+  opener = COMPRESSED.get(os.path.splitext(path)[1])
+  with storage.open_file(path, "rb") as raw:
+    if opener is None:
+      yield raw
+    else:
+      with opener(raw, "rb") as f:
+        yield f
 
 
 def _check_not_binary(path: str, head: bytes) -> None:

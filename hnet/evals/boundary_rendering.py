@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from hnet import storage
+
 BOS, EOS = 254, 255
 Span = tuple[int, int]
 
@@ -224,18 +226,19 @@ def plot_probabilities(text_bytes: bytes, probs: Sequence[np.ndarray], path: str
   with warnings.catch_warnings():  # CJK or emoji tick labels lack glyphs in the default font
     warnings.filterwarnings("ignore", message="Glyph .* missing", category=UserWarning)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with storage.open_file(path, "wb") as f:  # local or in a bucket
+      fig.savefig(f, format="png", dpi=100)
   return path
 
 
 def write_report(out_dir: str, text_bytes: bytes, boundaries: Sequence[np.ndarray],
                  probs: Sequence[np.ndarray] | None = None, title: str = "") -> dict[str, str]:
   """Write boundaries.html, boundaries.txt and (if probs) boundary_probs.png; return their paths."""
-  os.makedirs(out_dir, exist_ok=True)
+  storage.makedirs(out_dir)
   paths = {"html": os.path.join(out_dir, "boundaries.html"), "txt": os.path.join(out_dir, "boundaries.txt")}
-  with open(paths["html"], "w", encoding="utf-8") as f:
+  with storage.open_file(paths["html"], "w") as f:
     f.write(to_html(text_bytes, boundaries, probs, title=title))
-  with open(paths["txt"], "w", encoding="utf-8") as f:
+  with storage.open_file(paths["txt"], "w") as f:
     f.write(to_terminal(text_bytes, boundaries))
   if probs is not None:
     paths["png"] = plot_probabilities(text_bytes, probs, os.path.join(out_dir, "boundary_probs.png"),

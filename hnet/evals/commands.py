@@ -11,6 +11,7 @@ import os
 import re
 from typing import Sequence
 
+from hnet import storage
 from hnet.evals import boundaries, bpb, documents, mc, mc_items, report, robustness, robustness_report, sampling
 from hnet.train import runs
 from hnet.train.runs import Loaded
@@ -87,9 +88,9 @@ def _boundary_text(opts: Options) -> bytes:
   if opts.text is not None:
     return opts.text.encode("utf-8", "surrogateescape")
   if opts.text_file:
-    if not os.path.isfile(opts.text_file):
+    if not storage.path(opts.text_file).is_file():
       raise FileNotFoundError(f"text file {opts.text_file!r} does not exist")
-    with open(opts.text_file, "rb") as f:
+    with storage.open_file(opts.text_file, "rb") as f:
       return f.read()
   raise ValueError("boundaries needs --text or --text_file")
 

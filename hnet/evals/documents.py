@@ -1,15 +1,16 @@
 """Held-out documents for evaluation: a split of the configured dataset, or a local text file."""
 import os
 
+from hnet import storage
 from hnet.data import bytes as doc_bytes, sources
 
 
 def from_file(path: str, data_cfg) -> list[bytes]:
   """Documents of a .txt / .jsonl file, read as the data layer reads data.text_paths."""
-  if not os.path.isfile(os.path.expanduser(path)):
+  if not storage.path(path).is_file():
     raise FileNotFoundError(f"text file {path!r} does not exist")
-  docs = list(sources.read_documents(os.path.expanduser(path), text_key=data_cfg.text_key,
-                                     txt_doc_bytes=data_cfg.txt_doc_bytes))
+  local_or_bucket = path if storage.is_remote(path) else os.path.expanduser(path)
+  docs = list(sources.read_documents(local_or_bucket, text_key=data_cfg.text_key, txt_doc_bytes=data_cfg.txt_doc_bytes))
   if not docs:
     raise ValueError(f"text file {path!r} holds no documents")
   return docs

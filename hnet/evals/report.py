@@ -4,6 +4,8 @@ import math
 import os
 from typing import Sequence
 
+from hnet import storage
+
 
 def _cell(x) -> str:
   s = str(x).replace("|", "\\|")
@@ -34,8 +36,8 @@ def _finite(x):
 def write_json(path: str, result: dict) -> str:
   """Writes `result` to `path`; an OSError that names the path and says the printed result is all there is."""
   try:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    storage.makedirs(os.path.dirname(storage.resolve(path)))
+    with storage.open_file(path, "w") as f:
       json.dump(_finite(result), f, indent=2, ensure_ascii=False)
       f.write("\n")
   except OSError as e:

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hnet import storage
 from hnet.evals import documents, mc, mc_items
 from hnet.evals.perturbations import PAPER_PERTURBATIONS
 from hnet.train import runs
@@ -81,7 +82,8 @@ def plot(result: dict, path: str) -> str:
   ax.set_title(f"{result['source']}, {result['num_items']} items")
   ax.legend(fontsize="small")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
+  storage.makedirs(os.path.dirname(storage.resolve(path)))
+  with storage.open_file(path, "wb") as f:  # local or in a bucket
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)
   return path

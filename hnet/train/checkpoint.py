@@ -14,6 +14,9 @@ does not restore is not corrupt: the config differs from the run's, and that is 
 A checkpoint whose `state` holds only `params` (hnet.convert writes one at step 0) is not a
 resumable train state: `restore` passes over it and `restore_params` reads it, so a training
 run in that work dir starts from those parameters with a fresh optimizer (fine-tuning).
+
+The directory may be local or in a bucket (gs://, s3://: hnet/storage.py); orbax writes arrays there
+through TensorStore's own gcs/s3 drivers.
 """
 import logging
 import os
@@ -24,6 +27,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from hnet import storage
 from hnet.train import checksums
 from hnet.train.optim import path_names
 
@@ -69,9 +73,9 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True, owner: bool = False):
     """`owner`: the training process (it holds the work dir's lock): removes unfinished saves of earlier
     processes (a kill during an async save); readers (eval.py, --init_from) leave them alone."""
-    self.directory = os.path.abspath(directory)
+    self.directory = storage.resolve(directory)
     self.manager = ocp.CheckpointManager(
-        self.directory,
+        storage.path(self.directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
                                              create=True, cleanup_tmp_directories=owner))
     self._unsealed: set[int] = set()  # saved by this process, checksums not yet written
@@ -143,7 +147,7 @@ class Checkpointer:
     aside = os.path.join(self.directory, f"{step}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     _sync(f"hnet-set-aside-{step}")  # every process has passed over the step before it moves
     if jax.process_index() == 0:
-      os.rename(self.step_dir(step), aside)
+      storage.move(self.step_dir(step), aside)
       log.warning("checkpoint step %d under %s is corrupt (%s): moved aside to %s; trying an older one",
                   step, self.directory, why, os.path.basename(aside))
     _sync(f"hnet-set-aside-{step}-done")

@@ -16,6 +16,8 @@ from typing import Callable
 from absl import app, flags
 from ml_collections import config_flags
 
+from hnet import storage
+
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # hnet/
 # Our code: the package, and the checkout's configs/ link (a config file run through it keeps that path).
 _OURS = (_PACKAGE + os.sep, os.path.join(os.path.dirname(_PACKAGE), "configs") + os.sep)
@@ -80,7 +82,17 @@ def not_writable(error: BaseException) -> str | None:
 
 
 def check_writable(directory: str, what: str) -> None:
-  """Makes `directory` and writes a probe file in it; an OSError naming `what` if either fails."""
+  """Makes `directory` and writes a probe file in it; an OSError naming `what` if either fails.
+  A bucket directory: a probe object is written and removed (a missing bucket or access fails here)."""
+  if storage.is_remote(directory):
+    probe = storage.path(directory) / f".hnet-write-probe-{os.getpid()}"
+    try:
+      probe.write_text("")
+      probe.unlink()
+    except Exception as e:  # pylint: disable=broad-except  (each client has its own errors)
+      raise OSError(errno.EIO, f"{what}={directory!r} is not writable ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''}): check the bucket and its credentials") from None
+    return
   try:
     os.makedirs(directory, exist_ok=True)
     with tempfile.TemporaryFile(dir=directory):

@@ -11,6 +11,7 @@ names the keys and the choices. Keys added to the config since the run was store
 import json
 import os
 
+from hnet import storage
 from hnet.configs.stored import default_config, flatten
 
 MAY_CHANGE = (
@@ -50,9 +51,9 @@ def differing_keys(stored: dict, config: dict, resuming: bool = True) -> list[tu
 def stored_config(workdir: str, checkpointer=None) -> dict | None:
   """The run's config: `<workdir>/config.json`, else the newest checkpoint's; None for a new work dir."""
   path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
+  if storage.path(path).exists():
     try:
-      with open(path, encoding="utf-8") as f:
+      with storage.open_file(path) as f:
         return json.load(f)
     except ValueError as e:
       raise ValueError(f"{path} is not valid JSON ({e}): the work dir's run cannot be identified; "

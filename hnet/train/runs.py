@@ -17,7 +17,7 @@ import ml_collections
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from hnet import sharding
+from hnet import sharding, storage
 from hnet.config import ModelConfig, model_config_from_dict
 from hnet.configs.stored import default_config, merge_config
 from hnet.model.lm import HNetLM
@@ -59,8 +59,8 @@ def resolve(workdir: str | None = None, checkpoint: str | None = None, step: int
             ) -> tuple[str, str, int]:
   """(workdir, checkpoints directory, step) for a workdir or a checkpoint path, checked to exist."""
   if checkpoint:
-    path = os.path.abspath(os.path.expanduser(checkpoint.rstrip("/")))
-    if not os.path.isdir(path):
+    path = storage.resolve(checkpoint.rstrip("/"))
+    if not storage.path(path).is_dir():
       raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist")
     name = os.path.basename(path)
     if name.isdigit():  # <workdir>/checkpoints/<step>
@@ -73,8 +73,8 @@ def resolve(workdir: str | None = None, checkpoint: str | None = None, step: int
   else:
     if not workdir:
       raise ValueError("give --workdir (a train.py work dir) or --checkpoint (<workdir>/checkpoints[/<step>])")
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    if not os.path.isdir(workdir):
+    workdir = storage.resolve(workdir)
+    if not storage.path(workdir).is_dir():
       raise FileNotFoundError(f"workdir {workdir} does not exist")
     ckpt_dir = os.path.join(workdir, "checkpoints")
   steps = _steps(ckpt_dir)
@@ -89,9 +89,10 @@ def resolve(workdir: str | None = None, checkpoint: str | None = None, step: int
 
 def _steps(ckpt_dir: str) -> list[int]:
   """Steps with a finished checkpoint (orbax writes commit_success.txt / drops tmp dirs)."""
-  if not os.path.isdir(ckpt_dir):
+  where = storage.path(ckpt_dir)
+  if not where.is_dir():
     return []
-  return sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit() and os.path.isdir(os.path.join(ckpt_dir, d)))
+  return sorted(int(d.name) for d in where.iterdir() if d.name.isdigit() and d.is_dir())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,10 +104,10 @@ def read_config(ckpt: Checkpointer, workdir: str, step: int) -> dict:
     return ckpt.restore_config(step)
   except Exception as e:  # pylint: disable=broad-except  (older checkpoints carry no config item)
     path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    if not storage.path(path).exists():
       raise FileNotFoundError(f"checkpoint step {step} under {ckpt.directory} holds no config "
                               f"({type(e).__name__}) and {path} does not exist") from None
-    with open(path, encoding="utf-8") as f:
+    with storage.open_file(path) as f:
       return json.load(f)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from hnet import sharding
+from hnet import sharding, storage
 from hnet.config import ModelConfig, model_config_from_dict
 from hnet.model import routers
 from hnet.model.flops import flops_per_byte
@@ -284,7 +284,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
   `stop_after` ends this call (with a checkpoint) after that many steps, as a preemption would.
   `init_from` (a work dir): a new run starts from the parameters of that run's latest checkpoint.
   """
-  os.makedirs(workdir, exist_ok=True)
+  storage.makedirs(workdir)
   with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
     return _train_and_evaluate(c, workdir, progress, stop_after, init_from)
 
@@ -292,7 +292,7 @@ def train_and_evaluate(c, workdir: str, *, progress: bool = True, stop_after: in
 def _init_source(init_from: str, workdir: str) -> tuple[str, int]:
   """(checkpoints dir, step) of the latest checkpoint of the run in `init_from`; one-line errors."""
   from hnet.train import runs  # pylint: disable=import-outside-toplevel
-  if os.path.abspath(init_from) == os.path.abspath(workdir):
+  if storage.resolve(init_from) == storage.resolve(workdir):
     raise ValueError(f"--init_from={init_from} is the work dir itself: give the new run another --workdir")
   try:
     _, ckpt_dir, step = runs.resolve(init_from)
@@ -321,7 +321,7 @@ def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None,
   resume_config.check_same_run(workdir, config_json, resuming=resuming, checkpointer=ckpt)
   init_source = _init_source(init_from, workdir) if init_from else None
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+    with storage.open_file(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config_json, f, indent=2)
   model_cfg = model_config_from_dict(c.model)
 

@@ -9,6 +9,11 @@ message says to delete the file if that process is gone. Multi-host runs: proces
 
 Released when the `hold` block ends: normal exit, an exception, and SIGTERM outside the training
 loop (the loop itself turns SIGTERM into a checkpoint and a normal exit).
+
+A work dir in a bucket (gs://, s3://) is not locked: an object store has no exclusive create that
+this scheme could stand on (a plain write replaces the object) and no pid to check, so a lock there
+would either block forever after a crash or not exclude at all. `hold` logs that once and runs
+unlocked: one job per bucket work dir is the launcher's business (one TPU job per run).
 """
 import contextlib
 import json
@@ -19,6 +24,8 @@ import socket
 import threading
 import time
 from typing import Iterator
+
+from hnet import storage
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +135,10 @@ def _exit_on_sigterm(signum, frame):
 def hold(workdir: str, enabled: bool = True) -> Iterator[None]:
   """Holds the work dir's lock for the block (when `enabled`: process 0); SIGTERM ends the block cleanly."""
   if not enabled:
+    yield
+    return
+  if storage.is_remote(workdir):
+    log.info("work dir %s is in a bucket: not locked (train.lock is local-only; run one job per work dir)", workdir)
     yield
     return
   path = acquire(workdir)
