@@ -58,6 +58,14 @@ def finite(v) -> str | None:
   return None if _is_number(v) else "must be a finite number"
 
 
+def start_and_count(v) -> str | None:
+  """() (off), or (start step >= 1, number of steps >= 1)."""
+  if v in ((), []) or (isinstance(v, (tuple, list)) and len(v) == 2 and all(
+      isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)):
+    return None
+  return "must be () (off) or (start step, number of steps), both integers >= 1"
+
+
 def one_of(*choices) -> Rule:
   def rule(v):
     return None if v in choices else f"must be one of {choices}"
@@ -142,6 +150,7 @@ RULES: dict[str, Rule] = {
     "train.eval_every": POSITIVE,
     "train.eval_batches": at_least(1, off=-1, off_means="the whole split"),
     "train.max_minutes": at_least(0, integer=False, off=-1, off_means="no limit"),
+    "train.profile_steps": start_and_count,
     # checkpoints
     "ckpt.every": POSITIVE,
     "ckpt.keep": POSITIVE,
@@ -149,6 +158,8 @@ RULES: dict[str, Rule] = {
     "mesh.data": at_least(1, off=-1, off_means="the rest of the devices"),
     "mesh.fsdp": POSITIVE,
     "mesh.tensor": POSITIVE,
+    "mesh.dcn_data": POSITIVE,
+    "mesh.dcn_fsdp": POSITIVE,
     # eval.py
     "eval.batch_size": POSITIVE,
     "eval.bpb_batches": at_least(1, off=-1, off_means="the whole split"),
@@ -181,6 +192,7 @@ NO_RULE = {
     "model.softmax1": "a boolean",
     "train.full_final_eval": "a boolean",
     "ckpt.async_save": "a boolean",
+    "train.profile_all_hosts": "a boolean",
     "eval.perturbations": "names: hnet/evals/perturbations.py",
 }
 

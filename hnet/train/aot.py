@@ -53,6 +53,7 @@ class Report:
   compiler_options: dict = dataclasses.field(default_factory=dict)  # what a fallback changed
   kernels: list = dataclasses.field(default_factory=list)  # Pallas kernels in the program (splash, SSD)
   note: str = ""  # e.g. the compiler's out-of-memory refusal, whose figure stands in for the temporaries
+  dcn: dict = dataclasses.field(default_factory=dict)  # collectives between slices: kind -> {count, bytes}
 
   @property
   def total_bytes(self) -> int:
@@ -84,7 +85,7 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
   """Compiles `c`'s training step for `target` and measures it (raises ValueError for a bad config)."""
   devices = devices if devices is not None else accelerators.devices(target)
   model_cfg = model_config_from_dict(c.model)
-  mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
+  mesh = sharding.mesh_of_config(c.mesh, devices)
   trainer.check_batch_divides(c, mesh)
 
   t0 = time.perf_counter()
@@ -127,7 +128,7 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
       peak_bytes=getattr(mem, "peak_memory_in_bytes", 0) or 0,
       code_bytes=mem.generated_code_size_in_bytes, compile_seconds=compile_seconds,
       xla_flops=cost.get("flops") if cost else None, xla_seconds=xla_seconds, has_loops=has_loops,
-      compiler_options=compiler_options, kernels=pallas_kernels(hlo))
+      compiler_options=compiler_options, kernels=pallas_kernels(hlo), dcn=dcn_collectives(hlo))
 
 
 _UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -170,6 +171,31 @@ def pallas_kernels(hlo_text: str) -> list[str]:
     if "custom-call(" in line and re.search(r'custom_call_target="(tpu_custom_call|__gpu\$xla\.gpu\.triton)"', line):
       names.add(re.match(r"\s*(?:ROOT )?%?([\w-]+)", line).group(1))
   return sorted(names)
+
+
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+
+
+def dcn_collectives(hlo_text: str) -> dict:
+  """Collectives between slices in a compiled multi-slice TPU program: kind -> {count, bytes} (bytes per device
+  per execution of the op, from its shape).
+
+  The TPU compiler keeps the collectives inside a slice as all-reduce/all-gather/... with slice-local replica
+  groups and turns the parts that cross DCN into host transfers to the Megascale runtime: `send` ops tagged
+  `_xla_megascale_transfer_type` (ALL_REDUCE, ALL_GATHER, ...). Those are counted here.
+  """
+  out = {}
+  for line in hlo_text.splitlines():
+    kind = re.search(r'_xla_megascale_transfer_type="(\w+)"', line)
+    if not kind or not re.search(r"\)\s+send\(", line):
+      continue
+    dtype, dims = re.search(r"=\s*\(([a-z]\w*)\[([\d,]*)\]", line).groups()
+    size = math.prod(int(d) for d in dims.split(",") if d) * _DTYPE_BYTES.get(dtype, 4)
+    entry = out.setdefault(kind[1].lower().replace("_", "-"), {"count": 0, "bytes": 0})
+    entry["count"] += 1
+    entry["bytes"] += size
+  return out
 
 
 def _cost_analysis(compiled) -> dict | None:
@@ -233,6 +259,11 @@ def format_report(r: Report, config_name: str = "") -> str:
          "none (no cost model for this backend)" if r.xla_flops is None
          else "not valid (the step has loops: scanned layers, gradient accumulation)"),
       f"  Pallas kernels: {', '.join(r.kernels) or 'none'}",
+      *([f"  collectives over DCN between the {t.num_slices} slices: "
+         + (", ".join(f"{v['count']} {k} ({v['bytes'] / 1e6:.2f} MB)" for k, v in sorted(r.dcn.items()))
+            or "none")
+         + " per device (ops in the compiled program; an op in a loop body runs once per iteration)"]
+        if t.num_slices > 1 else []),
       *([f"  note: {r.note}"] if r.note else []),
       f"  compile: {r.compile_seconds:.0f} s"
       + (f" (with {', '.join(f'{k}={v}' for k, v in r.compiler_options.items())})" if r.compiler_options else ""),
