@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from hnet import sharding
 from hnet.configs import hnet_1stage
 from hnet.train import accelerators, aot
 
@@ -19,6 +20,7 @@ requires_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
 @pytest.mark.parametrize("name, platform, devices, topology", [
     ("v5p-8", "tpu", 4, "v5p:2x2x1"), ("v5p-128", "tpu", 64, "v5p:4x4x4"), ("v4-32", "tpu", 16, "v4:2x2x4"),
     ("v5e-16", "tpu", 16, "v5e:4x4"), ("v6e-8", "tpu", 8, "v6e:2x4"), ("v5litepod-4", "tpu", 4, "v5e:2x2"),
+    ("2xv5p-128", "tpu", 128, "v5p:4x4x4"),
     ("h100", "cuda", 1, "1x1x1"), ("h100x8", "cuda", 8, "1x1x8"), ("a100", "cuda", 1, "1x1x1")])
 def test_target_names(name, platform, devices, topology):
   t = accelerators.parse(name)
@@ -57,6 +59,28 @@ def test_tiny_train_step_compiles_for_a_tpu_slice_and_fits(tiny_report):
   assert r.xla_flops is not None and r.xla_flops > 0
   text = aot.format_report(r, "hnet_1stage:tiny")
   assert "fits" in text and "advice" not in text
+
+
+@requires_libtpu
+def test_two_slices_compile_with_the_gradient_sum_over_dcn():
+  """2xv5p-8: data parallel over the two slices (mesh.dcn_data=2), FSDP inside each; the gradients cross DCN."""
+  c = hnet_1stage.get_config("tiny")
+  c.mesh.data, c.mesh.fsdp, c.mesh.dcn_data = 1, -1, 2
+  c.train.batch_size = 16
+  target = accelerators.parse("2xv5p-8")
+  devices = accelerators.devices(target)
+  assert target.num_slices == 2 and sorted({d.slice_index for d in devices}) == [0, 1]
+  mesh = sharding.mesh_of_config(c.mesh, devices)
+  assert [{d.slice_index for d in row.flat} for row in mesh.devices] == [{0}, {1}]  # data's outer part: the slice
+  r = aot.compile_train_step(c, target, devices)
+  assert r.mesh == {"data": 2, "fsdp": 4, "tensor": 1} and r.rows_per_device == 2 and r.fits
+  # Each slice sums its gradients over ICI; the two halves meet over DCN: at least the parameters' float32 bytes.
+  assert r.dcn["all-reduce"]["count"] > 0 and r.dcn["all-reduce"]["bytes"] >= 4 * r.num_params / 4
+  text = aot.format_report(r, "hnet_1stage:tiny")
+  assert "2xv5p-8: 8 chips (2 slices of v5p:2x2x1)" in text and "collectives over DCN between the 2 slices: " in text
+  c.mesh.dcn_data = 1
+  with pytest.raises(ValueError, match="the devices span 2 slices but mesh.dcn_data.dcn_fsdp=1: set --config.mesh.dcn_data=2"):
+    sharding.mesh_of_config(c.mesh, devices)
 
 
 @requires_libtpu
