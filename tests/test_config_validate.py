@@ -63,6 +63,18 @@ def test_a_value_out_of_range_names_its_key(key, value, message):
   assert str(e.value).startswith(message), str(e.value)
 
 
+def test_any_one_mesh_axis_may_be_the_rest_of_the_devices():
+  """docs/accelerators.md's `--config.mesh.fsdp=-1 --config.mesh.data=1` passes validation."""
+  for axis in ("data", "fsdp", "tensor"):
+    c = base.get_config()
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
+    c.mesh[axis] = -1
+    validate.check(c)
+  c.mesh.data = -1
+  with pytest.raises(ValueError, match=r"at most one axis may be -1 .* mesh.data=-1, mesh.tensor=-1: give the others"):
+    validate.check(c)
+
+
 @pytest.mark.parametrize("settings,message", [
     ({"data.text_paths": "x.txt"}, "data.text_paths='x.txt' is read only with data.dataset='text' (it is 'builtin')"),
     ({"data.dataset": "text"}, "data.dataset='text' needs data.text_paths"),

@@ -156,8 +156,8 @@ RULES: dict[str, Rule] = {
     "ckpt.keep": POSITIVE,
     # mesh
     "mesh.data": at_least(1, off=-1, off_means="the rest of the devices"),
-    "mesh.fsdp": POSITIVE,
-    "mesh.tensor": POSITIVE,
+    "mesh.fsdp": at_least(1, off=-1, off_means="the rest of the devices"),  # one axis at most: sharding.mesh_shape
+    "mesh.tensor": at_least(1, off=-1, off_means="the rest of the devices"),
     "mesh.dcn_data": POSITIVE,
     "mesh.dcn_fsdp": POSITIVE,
     # eval.py
@@ -217,6 +217,11 @@ def combinations(c) -> str | None:
             "add --config.data.dataset=text")
   if dataset == "text" and paths in (None, ""):
     return "data.dataset='text' needs data.text_paths (comma-separated files, globs or directories)"
+  axes = {k: _get(c, f"mesh.{k}") for k in ("data", "fsdp", "tensor")}
+  if list(axes.values()).count(-1) > 1:
+    rest = [k for k, v in axes.items() if v == -1]
+    return (f"mesh: at most one axis may be -1 (the rest of the devices), got {', '.join(f'mesh.{k}=-1' for k in rest)}: "
+            f"give the others sizes, e.g. --config.mesh.{rest[0]}=1")
   batch, accum = _get(c, "train.batch_size"), _get(c, "train.grad_accum_steps")
   if _MISSING not in (batch, accum) and batch % accum:
     return f"train.batch_size={batch} must be divisible by train.grad_accum_steps={accum}"
