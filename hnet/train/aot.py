@@ -212,7 +212,8 @@ def advice(r: Report) -> str:
   """One line: the first change that should make the step fit."""
   have = r.target.usable_bytes
   dp = sharding.data_parallel_size(r.mesh)
-  if r.mesh["data"] > 1 and r.mesh["fsdp"] < r.target.num_devices // r.mesh["tensor"]:
+  slices = r.target.num_slices  # data parallel over slices (mesh.dcn_data) is not a replication to shard away
+  if r.mesh["data"] > slices and r.mesh["fsdp"] < r.target.num_devices // slices // r.mesh["tensor"]:
     return ("shard parameters and optimizer state over every chip: --config.mesh.fsdp=-1 --config.mesh.data=1 "
             f"(now replicated {r.mesh['data']} times)")
   if r.remat != "full":
@@ -230,7 +231,7 @@ def advice(r: Report) -> str:
     return (f"one row per device needs {(r.total_bytes - fixed) / micro_rows / GB:.1f} GB of activations beside "
             f"{fixed / GB:.1f} GB of state: use more chips, or shorter rows (--config.data.seq_len)")
   return (f"parameters and optimizer state alone need {fixed / GB:.1f} GB of the {have / GB:.1f} GB per device: "
-          "use more chips (a larger slice, --config.mesh.fsdp=-1)")
+          "use more chips (a larger slice, --config.mesh.fsdp=-1 --config.mesh.data=1)")
 
 
 def format_report(r: Report, config_name: str = "") -> str:
