@@ -61,7 +61,7 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
   devices = list(devices if devices is not None else jax.devices())
   slices = dcn_data * dcn_fsdp
   found = num_slices(devices)
-  if found > 1 and slices != found:
+  if found is not None and slices != found:
     raise ValueError(f"mesh: the devices span {found} slices but mesh.dcn_data*dcn_fsdp={slices}: "
                      f"set --config.mesh.dcn_data={found} (data parallel over the slices)")
   if len(devices) % slices:
@@ -75,7 +75,7 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
   if slices == 1:
     return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
   dcn = (dcn_data, dcn_fsdp, 1)
-  if found > 1:  # TPU slices: each slice's mesh follows its torus, slices side by side over DCN
+  if found is not None:  # TPU slices: each slice's mesh follows its torus, slices side by side over DCN
     grid = mesh_utils.create_hybrid_device_mesh(shape, dcn, devices, allow_split_physical_axes=True)
   else:  # no slice index (CPU, GPU): consecutive devices form a slice, as processes list theirs
     grid = hybrid_grid(np.array(devices, dtype=object), shape, dcn)
@@ -87,10 +87,11 @@ def mesh_of_config(m, devices: Sequence[jax.Device] | None = None) -> jax.shardi
   return make_mesh(m.data, m.fsdp, m.tensor, devices, dcn_data=m.dcn_data, dcn_fsdp=m.dcn_fsdp)
 
 
-def num_slices(devices: Sequence[jax.Device]) -> int:
-  """Slices the devices span: TPU devices carry `slice_index`; others count as one slice."""
-  indices = {getattr(d, "slice_index", None) for d in devices}
-  return 1 if None in indices else len(indices)
+def num_slices(devices: Sequence[jax.Device]) -> int | None:
+  """Slices TPU devices span (by their `slice_index`); None for devices that have none (CPU, GPU)."""
+  if any(d.platform != "tpu" or getattr(d, "slice_index", None) is None for d in devices):
+    return None
+  return len({d.slice_index for d in devices})
 
 
 def hybrid_grid(devices: np.ndarray, slice_shape: Sequence[int], dcn_shape: Sequence[int]) -> np.ndarray:
