@@ -186,15 +186,19 @@ def dcn_collectives(hlo_text: str) -> dict:
   `_xla_megascale_transfer_type` (ALL_REDUCE, ALL_GATHER, ...). Those are counted here.
   """
   out = {}
+  in_entry = False
   for line in hlo_text.splitlines():
+    if line and not line[0].isspace():  # a computation's header: ENTRY runs once; the others are loop bodies here
+      in_entry = line.startswith("ENTRY")
     kind = re.search(r'_xla_megascale_transfer_type="(\w+)"', line)
     if not kind or not re.search(r"\)\s+send\(", line):
       continue
     dtype, dims = re.search(r"=\s*\(([a-z]\w*)\[([\d,]*)\]", line).groups()
     size = math.prod(int(d) for d in dims.split(",") if d) * _DTYPE_BYTES.get(dtype, 4)
-    entry = out.setdefault(kind[1].lower().replace("_", "-"), {"count": 0, "bytes": 0})
+    entry = out.setdefault(kind[1].lower().replace("_", "-"), {"count": 0, "bytes": 0, "in_loops": 0})
     entry["count"] += 1
     entry["bytes"] += size
+    entry["in_loops"] += not in_entry
   return out
 
 
@@ -261,9 +265,10 @@ def format_report(r: Report, config_name: str = "") -> str:
          else "not valid (the step has loops: scanned layers, gradient accumulation)"),
       f"  Pallas kernels: {', '.join(r.kernels) or 'none'}",
       *([f"  collectives over DCN between the {t.num_slices} slices: "
-         + (", ".join(f"{v['count']} {k} ({v['bytes'] / 1e6:.2f} MB)" for k, v in sorted(r.dcn.items()))
-            or "none")
-         + " per device (ops in the compiled program; an op in a loop body runs once per iteration)"]
+         + (", ".join(f"{v['count']} {k} ({v['bytes'] / 1e6:.2f} MB" + (
+             f"; {v['in_loops']} of them in loop bodies, run once per iteration" if v["in_loops"] else "") + ")"
+             for k, v in sorted(r.dcn.items())) or "none")
+         + " per device and step"]
         if t.num_slices > 1 else []),
       *([f"  note: {r.note}"] if r.note else []),
       f"  compile: {r.compile_seconds:.0f} s"
