@@ -83,6 +83,21 @@ def test_two_slices_compile_with_the_gradient_sum_over_dcn():
     sharding.mesh_of_config(c.mesh, devices)
 
 
+def test_dcn_collectives_in_a_loop_count_once_per_iteration():
+  """The shape of a compiled multi-slice program: a send to the Megascale runtime in ENTRY and one in a scan's body."""
+  send = ('  %send.{i} = ({t}, u32[], token[]) send(%x, %after-all.{i}), channel_id={i}, is_host_transfer=true, '
+          'frontend_attributes={{_xla_megascale_transfer_type="ALL_REDUCE"}}')
+  hlo = "\n".join([
+      "%cond.1 (p: (s32[])) -> pred[] {", "  %constant.7 = s32[]{:T(128)} constant(27)",
+      "  ROOT %lt.1 = pred[]{:T(512)} compare(%gte.1, %constant.7), direction=LT", "}",
+      "%body.1 (p: (s32[])) -> (s32[]) {", send.format(i=1, t="bf16[4,8,128]{2,1,0:T(8,128)(2,1)}"), "}",
+      "ENTRY %main (p: f32[]) -> f32[] {",
+      "  %while.1 = (s32[]) while(%t), condition=%cond.1, body=%body.1",
+      ' "xprof_metadata":"{}"',  # attribute text spanning lines does not end the computation
+      send.format(i=2, t="f32[2,8,128]{2,1,0:T(8,128)}"), "}"])
+  assert aot.dcn_collectives(hlo) == {"all-reduce": {"count": 2, "in_loops": 1, "bytes": 27 * 4 * 8 * 128 * 2 + 2 * 8 * 128 * 4}}
+
+
 @requires_libtpu
 def test_a_step_that_does_not_fit_gets_one_line_of_advice(tiny_report):
   r, _ = tiny_report

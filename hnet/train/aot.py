@@ -178,27 +178,42 @@ _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "s16": 
 
 
 def dcn_collectives(hlo_text: str) -> dict:
-  """Collectives between slices in a compiled multi-slice TPU program: kind -> {count, bytes} (bytes per device
-  per execution of the op, from its shape).
+  """Collectives between slices in a compiled multi-slice TPU program: kind -> {count: ops in the program,
+  in_loops: those inside loop bodies, bytes: bytes per device and step, each op's shape times the known
+  trip counts of the loops around it}.
 
   The TPU compiler keeps the collectives inside a slice as all-reduce/all-gather/... with slice-local replica
   groups and turns the parts that cross DCN into host transfers to the Megascale runtime: `send` ops tagged
   `_xla_megascale_transfer_type` (ALL_REDUCE, ALL_GATHER, ...). Those are counted here.
   """
-  out = {}
-  in_entry = False
+  sends, loops, computation = [], {}, ""  # loops: body computation -> (trip count, computation holding the loop)
+  conditions, constants = {}, {}  # condition computation -> its bound's name; s32 constants by name
   for line in hlo_text.splitlines():
-    if line and not line[0].isspace():  # a computation's header: ENTRY runs once; the others are loop bodies here
-      in_entry = line.startswith("ENTRY")
+    if header := re.match(r"(?:ENTRY )?%([\w.-]+) \(", line):  # attribute text may span lines: match headers only
+      computation = header[1]
+    if body := re.search(r"\swhile\(.*condition=%([\w.-]+).*body=%([\w.-]+)", line):
+      trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+      loops[body[2]] = (int(trips[1]) if trips else body[1], computation)
+    if bound := re.search(r"ROOT .*= pred\[\]\S* compare\(%[\w.-]+, %([\w.-]+)\), direction=LT", line):
+      conditions[computation] = bound[1]  # a scan's condition: counter < N
+    if const := re.search(r"%([\w.-]+) = s32\[\]\S* constant\((\d+)\)", line):
+      constants[const[1]] = int(const[2])
     kind = re.search(r'_xla_megascale_transfer_type="(\w+)"', line)
-    if not kind or not re.search(r"\)\s+send\(", line):
-      continue
-    dtype, dims = re.search(r"=\s*\(([a-z]\w*)\[([\d,]*)\]", line).groups()
-    size = math.prod(int(d) for d in dims.split(",") if d) * _DTYPE_BYTES.get(dtype, 4)
-    entry = out.setdefault(kind[1].lower().replace("_", "-"), {"count": 0, "bytes": 0, "in_loops": 0})
+    if kind and re.search(r"\)\s+send\(", line):
+      dtype, dims = re.search(r"=\s*\(([a-z]\w*)\[([\d,]*)\]", line).groups()
+      size = math.prod(int(d) for d in dims.split(",") if d) * _DTYPE_BYTES.get(dtype, 4)
+      sends.append((kind[1].lower().replace("_", "-"), size, computation))
+  out = {}
+  for kind, size, where in sends:
+    runs, inside = 1, where in loops
+    while where in loops:
+      trips, where = loops[where]
+      # The compiler keeps no trip count on TPU loops: it is the condition's bound (a scan's counter starts at 0).
+      runs *= trips if isinstance(trips, int) else constants.get(conditions.get(trips), 1)
+    entry = out.setdefault(kind, {"count": 0, "in_loops": 0, "bytes": 0})
     entry["count"] += 1
-    entry["bytes"] += size
-    entry["in_loops"] += not in_entry
+    entry["in_loops"] += inside
+    entry["bytes"] += size * runs
   return out
 
 
@@ -265,10 +280,9 @@ def format_report(r: Report, config_name: str = "") -> str:
          else "not valid (the step has loops: scanned layers, gradient accumulation)"),
       f"  Pallas kernels: {', '.join(r.kernels) or 'none'}",
       *([f"  collectives over DCN between the {t.num_slices} slices: "
-         + (", ".join(f"{v['count']} {k} ({v['bytes'] / 1e6:.2f} MB" + (
-             f"; {v['in_loops']} of them in loop bodies, run once per iteration" if v["in_loops"] else "") + ")"
-             for k, v in sorted(r.dcn.items())) or "none")
-         + " per device and step"]
+         + (", ".join(f"{v['count']} {k} ops" + (f" ({v['in_loops']} in loop bodies)" if v["in_loops"] else "")
+                      + f", {v['bytes'] / 1e6:,.1f} MB per device and step" for k, v in sorted(r.dcn.items()))
+            or "none")]
         if t.num_slices > 1 else []),
       *([f"  note: {r.note}"] if r.note else []),
       f"  compile: {r.compile_seconds:.0f} s"
