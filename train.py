@@ -58,7 +58,7 @@ def main(argv):
   if FLAGS.aot:
     sys.exit(compile_ahead_of_time(FLAGS.aot, FLAGS.aot_report))
   entry_errors.check_writable(FLAGS.workdir, "--workdir")
-  from hnet.train import accelerators, distributed, trainer  # pylint: disable=import-outside-toplevel
+  from hnet.train import accelerators, distributed, goodput, trainer  # pylint: disable=import-outside-toplevel
   accelerators.quiet_libtpu()  # before the first TPU-branch lowering loads libtpu
   distributed.initialize(FLAGS.distributed, FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress,
@@ -67,6 +67,7 @@ def main(argv):
   if ev:
     print(f"done: step {result['step']}, validation bits/byte {ev['bits_per_byte']:.4f}, "
           f"workdir {FLAGS.workdir}")
+  print(goodput.summary_line(result["goodput"]))
 
 
 def compile_ahead_of_time(target_name: str, report_path: str | None) -> int:

@@ -67,7 +67,7 @@ def synthetic_batch(batch: int, length: int, seed: int = 0) -> dict:
 def run(c, steps: int, warmup: int, fit_bytes: int | None = None) -> dict:
   """Compiles and times `c`'s training step; with `fit_bytes`, halves the batch until XLA's plan fits it."""
   model_cfg = model_config_from_dict(c.model)
-  mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
+  mesh = sharding.mesh_of_config(c.mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   graphdef, params, _ = trainer.make_model(model_cfg, mesh, c.seed)
   tx, schedule = make_optimizer(c.opt, params, num_steps=max(c.train.num_steps, steps + warmup + 1),

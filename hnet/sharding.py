@@ -4,6 +4,11 @@ Parameters carry logical axis names (`embed`, `heads`, `mlp`, ...) in their meta
 `LOGICAL_RULES` maps them onto the `data × fsdp × tensor` mesh: FSDP shards the model
 width, tensor parallelism the heads / MLP / SSM inner width, and the batch is split
 over `data × fsdp`. The sequence axis is never sharded (routing is per sequence).
+
+Several slices (TPU slices joined by the data-centre network, DCN; GPU hosts) fold into the same
+three axes, as MaxText's `dcn_*_parallelism` do: `mesh.dcn_data` slices multiply the `data` axis
+(its outer part runs over DCN), `mesh.dcn_fsdp` the `fsdp` axis. Every PartitionSpec and the batch
+placement are unchanged; only which device sits where in the mesh differs.
 """
 # pylint: disable=invalid-name
 from typing import Sequence
@@ -11,6 +16,7 @@ from typing import Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from hnet.data.batch import BATCH_DTYPES
@@ -49,11 +55,52 @@ def mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int
   return tuple(sizes)
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
-              devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None,
+              dcn_data: int = 1, dcn_fsdp: int = 1) -> jax.sharding.Mesh:
+  """The data × fsdp × tensor mesh; with dcn_data × dcn_fsdp slices, data/fsdp/tensor describe one slice."""
   devices = list(devices if devices is not None else jax.devices())
-  shape = mesh_shape(data, fsdp, tensor, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+  slices = dcn_data * dcn_fsdp
+  found = num_slices(devices)
+  if found is not None and slices != found:
+    raise ValueError(f"mesh: the devices span {found} slices but mesh.dcn_data*dcn_fsdp={slices}: "
+                     f"set --config.mesh.dcn_data={found} (data parallel over the slices)")
+  if len(devices) % slices:
+    raise ValueError(f"mesh: {len(devices)} devices are not divisible into mesh.dcn_data*dcn_fsdp={slices} slices")
+  per_slice = len(devices) // slices
+  try:
+    shape = mesh_shape(data, fsdp, tensor, per_slice)
+  except ValueError as e:
+    raise ValueError(f"{e}{f' (per slice, of {slices} slices)' if slices > 1 else ''}") from None
+  axis_types = (AxisType.Auto,) * 3
+  if slices == 1:
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  dcn = (dcn_data, dcn_fsdp, 1)
+  if found is not None:  # TPU slices: each slice's mesh follows its torus, slices side by side over DCN
+    grid = mesh_utils.create_hybrid_device_mesh(shape, dcn, devices, allow_split_physical_axes=True)
+  else:  # no slice index (CPU, GPU): consecutive devices form a slice, as processes list theirs
+    grid = hybrid_grid(np.array(devices, dtype=object), shape, dcn)
+  return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
+
+
+def mesh_of_config(m, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """The mesh a config's `mesh` section describes (configs/base.py), over `devices` (default: all)."""
+  return make_mesh(m.data, m.fsdp, m.tensor, devices, dcn_data=m.dcn_data, dcn_fsdp=m.dcn_fsdp)
+
+
+def num_slices(devices: Sequence[jax.Device]) -> int | None:
+  """Slices TPU devices span (by their `slice_index`); None for devices that have none (CPU, GPU)."""
+  if any(d.platform != "tpu" or getattr(d, "slice_index", None) is None for d in devices):
+    return None
+  return len({d.slice_index for d in devices})
+
+
+def hybrid_grid(devices: np.ndarray, slice_shape: Sequence[int], dcn_shape: Sequence[int]) -> np.ndarray:
+  """Devices (slice after slice, each slice in its mesh order) laid out as `create_hybrid_device_mesh` does:
+  axis i has size dcn_shape[i] * slice_shape[i], its outer part indexing the slice."""
+  n = len(slice_shape)
+  grid = devices.reshape(*dcn_shape, *slice_shape)  # (dcn axes, slice axes)
+  grid = grid.transpose([a for i in range(n) for a in (i, n + i)])  # interleave: (dcn_0, ici_0, dcn_1, ici_1, ...)
+  return grid.reshape([d * s for d, s in zip(dcn_shape, slice_shape)])
 
 
 def logical_to_mesh(names: Sequence[str | None] | None) -> P:

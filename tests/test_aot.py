@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from hnet import sharding
 from hnet.configs import hnet_1stage
 from hnet.train import accelerators, aot
 
@@ -19,6 +20,7 @@ requires_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
 @pytest.mark.parametrize("name, platform, devices, topology", [
     ("v5p-8", "tpu", 4, "v5p:2x2x1"), ("v5p-128", "tpu", 64, "v5p:4x4x4"), ("v4-32", "tpu", 16, "v4:2x2x4"),
     ("v5e-16", "tpu", 16, "v5e:4x4"), ("v6e-8", "tpu", 8, "v6e:2x4"), ("v5litepod-4", "tpu", 4, "v5e:2x2"),
+    ("2xv5p-128", "tpu", 128, "v5p:4x4x4"),
     ("h100", "cuda", 1, "1x1x1"), ("h100x8", "cuda", 8, "1x1x8"), ("a100", "cuda", 1, "1x1x1")])
 def test_target_names(name, platform, devices, topology):
   t = accelerators.parse(name)
@@ -57,6 +59,43 @@ def test_tiny_train_step_compiles_for_a_tpu_slice_and_fits(tiny_report):
   assert r.xla_flops is not None and r.xla_flops > 0
   text = aot.format_report(r, "hnet_1stage:tiny")
   assert "fits" in text and "advice" not in text
+
+
+@requires_libtpu
+def test_two_slices_compile_with_the_gradient_sum_over_dcn():
+  """2xv5p-8: data parallel over the two slices (mesh.dcn_data=2), FSDP inside each; the gradients cross DCN."""
+  c = hnet_1stage.get_config("tiny")
+  c.mesh.data, c.mesh.fsdp, c.mesh.dcn_data = 1, -1, 2
+  c.train.batch_size = 16
+  target = accelerators.parse("2xv5p-8")
+  devices = accelerators.devices(target)
+  assert target.num_slices == 2 and sorted({d.slice_index for d in devices}) == [0, 1]
+  mesh = sharding.mesh_of_config(c.mesh, devices)
+  assert [{d.slice_index for d in row.flat} for row in mesh.devices] == [{0}, {1}]  # data's outer part: the slice
+  r = aot.compile_train_step(c, target, devices)
+  assert r.mesh == {"data": 2, "fsdp": 4, "tensor": 1} and r.rows_per_device == 2 and r.fits
+  # Each slice sums its gradients over ICI; the two halves meet over DCN: at least the parameters' float32 bytes.
+  assert r.dcn["all-reduce"]["count"] > 0 and r.dcn["all-reduce"]["bytes"] >= 4 * r.num_params / 4
+  text = aot.format_report(r, "hnet_1stage:tiny")
+  assert "2xv5p-8: 8 chips (2 slices of v5p:2x2x1)" in text and "collectives over DCN between the 2 slices: " in text
+  c.mesh.dcn_data = 1
+  with pytest.raises(ValueError, match="the devices span 2 slices but mesh.dcn_data.dcn_fsdp=1: set --config.mesh.dcn_data=2"):
+    sharding.mesh_of_config(c.mesh, devices)
+
+
+def test_dcn_collectives_in_a_loop_count_once_per_iteration():
+  """The shape of a compiled multi-slice program: a send to the Megascale runtime in ENTRY and one in a scan's body."""
+  send = ('  %send.{i} = ({t}, u32[], token[]) send(%x, %after-all.{i}), channel_id={i}, is_host_transfer=true, '
+          'frontend_attributes={{_xla_megascale_transfer_type="ALL_REDUCE"}}')
+  hlo = "\n".join([
+      "%cond.1 (p: (s32[])) -> pred[] {", "  %constant.7 = s32[]{:T(128)} constant(27)",
+      "  ROOT %lt.1 = pred[]{:T(512)} compare(%gte.1, %constant.7), direction=LT", "}",
+      "%body.1 (p: (s32[])) -> (s32[]) {", send.format(i=1, t="bf16[4,8,128]{2,1,0:T(8,128)(2,1)}"), "}",
+      "ENTRY %main (p: f32[]) -> f32[] {",
+      "  %while.1 = (s32[]) while(%t), condition=%cond.1, body=%body.1",
+      ' "xprof_metadata":"{}"',  # attribute text spanning lines does not end the computation
+      send.format(i=2, t="f32[2,8,128]{2,1,0:T(8,128)}"), "}"])
+  assert aot.dcn_collectives(hlo) == {"all-reduce": {"count": 2, "in_loops": 1, "bytes": 27 * 4 * 8 * 128 * 2 + 2 * 8 * 128 * 4}}
 
 
 @requires_libtpu

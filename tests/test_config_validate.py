@@ -38,6 +38,9 @@ def test_every_shipped_config_is_valid(name, variant):
     ("ckpt.every", 0, "ckpt.every=0 must be an integer >= 1"),
     ("ckpt.keep", 0, "ckpt.keep=0 must be an integer >= 1"),
     ("mesh.data", 0, "mesh.data=0 must be an integer >= 1 (or -1: the rest of the devices)"),
+    ("mesh.dcn_data", 0, "mesh.dcn_data=0 must be an integer >= 1"),
+    ("train.profile_steps", (0, 2), "train.profile_steps=(0, 2) must be () (off) or (start step, number of steps)"),
+    ("train.profile_steps", (5,), "train.profile_steps=(5,) must be () (off) or (start step, number of steps)"),
     ("data.seq_len", 1, "data.seq_len=1 must be an integer >= 2"),
     ("data.txt_doc_bytes", -1, "data.txt_doc_bytes=-1 must be an integer >= 0"),
     ("data.validation_fraction", 1.0, "data.validation_fraction=1.0 must be a number in [0.0, 1.0)"),
@@ -58,6 +61,18 @@ def test_a_value_out_of_range_names_its_key(key, value, message):
   with pytest.raises(ValueError) as e:
     validate.check(c)
   assert str(e.value).startswith(message), str(e.value)
+
+
+def test_any_one_mesh_axis_may_be_the_rest_of_the_devices():
+  """docs/accelerators.md's `--config.mesh.fsdp=-1 --config.mesh.data=1` passes validation."""
+  for axis in ("data", "fsdp", "tensor"):
+    c = base.get_config()
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, 1, 1
+    c.mesh[axis] = -1
+    validate.check(c)
+  c.mesh.data = -1
+  with pytest.raises(ValueError, match=r"at most one axis may be -1 .* mesh.data=-1, mesh.tensor=-1: give the others"):
+    validate.check(c)
 
 
 @pytest.mark.parametrize("settings,message", [

@@ -91,6 +91,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
   c.train.eval_batches = 16  # validation batches per periodic eval (-1 = whole split)
   c.train.full_final_eval = True  # the evaluation at the last step covers the whole split (exact bits/byte)
   c.train.max_minutes = -1.0  # stop (with a checkpoint) after this wall time; -1 = no limit
+  c.train.profile_steps = ()  # (start, count): an XProf trace of steps start..start+count-1 in <workdir>/profile; () = none
+  c.train.profile_all_hosts = False  # trace on every process (False: process 0 only)
 
   # --- checkpoints (hnet/train/checkpoint.py) ---
   c.ckpt = config_dict.ConfigDict()
@@ -100,9 +102,11 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
 
   # --- mesh (hnet/sharding.py) ---
   c.mesh = config_dict.ConfigDict()
-  c.mesh.data = -1  # data-parallel axis size (-1 = the rest of the devices)
-  c.mesh.fsdp = 1  # fully sharded data-parallel axis size
-  c.mesh.tensor = 1  # tensor-parallel axis size
+  c.mesh.data = -1  # data-parallel axis size within a slice (-1 = the rest of the slice's devices)
+  c.mesh.fsdp = 1  # fully sharded data-parallel axis size within a slice
+  c.mesh.tensor = 1  # tensor-parallel axis size (within a slice)
+  c.mesh.dcn_data = 1  # slices (TPU slices over DCN; elsewhere groups of consecutive devices), data parallel
+  c.mesh.dcn_fsdp = 1  # slices the fsdp axis spans too (dcn_data * dcn_fsdp = the number of slices)
 
   # --- evaluation (eval.py) ---
   c.eval = config_dict.ConfigDict()

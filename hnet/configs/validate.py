@@ -58,6 +58,14 @@ def finite(v) -> str | None:
   return None if _is_number(v) else "must be a finite number"
 
 
+def start_and_count(v) -> str | None:
+  """() (off), or (start step >= 1, number of steps >= 1)."""
+  if v in ((), []) or (isinstance(v, (tuple, list)) and len(v) == 2 and all(
+      isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)):
+    return None
+  return "must be () (off) or (start step, number of steps), both integers >= 1"
+
+
 def one_of(*choices) -> Rule:
   def rule(v):
     return None if v in choices else f"must be one of {choices}"
@@ -142,13 +150,16 @@ RULES: dict[str, Rule] = {
     "train.eval_every": POSITIVE,
     "train.eval_batches": at_least(1, off=-1, off_means="the whole split"),
     "train.max_minutes": at_least(0, integer=False, off=-1, off_means="no limit"),
+    "train.profile_steps": start_and_count,
     # checkpoints
     "ckpt.every": POSITIVE,
     "ckpt.keep": POSITIVE,
     # mesh
     "mesh.data": at_least(1, off=-1, off_means="the rest of the devices"),
-    "mesh.fsdp": POSITIVE,
-    "mesh.tensor": POSITIVE,
+    "mesh.fsdp": at_least(1, off=-1, off_means="the rest of the devices"),  # one axis at most: sharding.mesh_shape
+    "mesh.tensor": at_least(1, off=-1, off_means="the rest of the devices"),
+    "mesh.dcn_data": POSITIVE,
+    "mesh.dcn_fsdp": POSITIVE,
     # eval.py
     "eval.batch_size": POSITIVE,
     "eval.bpb_batches": at_least(1, off=-1, off_means="the whole split"),
@@ -182,6 +193,7 @@ NO_RULE = {
     "opt.delete_gate_two_sided": "a boolean",
     "train.full_final_eval": "a boolean",
     "ckpt.async_save": "a boolean",
+    "train.profile_all_hosts": "a boolean",
     "eval.perturbations": "names: hnet/evals/perturbations.py",
 }
 
@@ -206,6 +218,11 @@ def combinations(c) -> str | None:
             "add --config.data.dataset=text")
   if dataset == "text" and paths in (None, ""):
     return "data.dataset='text' needs data.text_paths (comma-separated files, globs or directories)"
+  axes = {k: _get(c, f"mesh.{k}") for k in ("data", "fsdp", "tensor")}
+  if list(axes.values()).count(-1) > 1:
+    rest = [k for k, v in axes.items() if v == -1]
+    return (f"mesh: at most one axis may be -1 (the rest of the devices), got {', '.join(f'mesh.{k}=-1' for k in rest)}: "
+            f"give the others sizes, e.g. --config.mesh.{rest[0]}=1")
   batch, accum = _get(c, "train.batch_size"), _get(c, "train.grad_accum_steps")
   if _MISSING not in (batch, accum) and batch % accum:
     return f"train.batch_size={batch} must be divisible by train.grad_accum_steps={accum}"

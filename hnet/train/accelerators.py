@@ -7,7 +7,7 @@ these devices is an ahead-of-time compile for the real chip. The same peak FLOP/
 training's MFU (`device_peak_flops`, by the device kind jax reports).
 
 TPU names follow Cloud TPU: `v4-N` and `v5p-N` count TensorCores (two per chip), `v5e-N`
-and `v6e-N` count chips.
+and `v6e-N` count chips. `KxNAME` (`2xv5p-128`) is K such slices joined by the data-centre network (DCN).
 """
 import dataclasses
 import math
@@ -83,11 +83,13 @@ class Target:
   peak_flops: float  # per device
   topology: str  # libtpu topology name, or the CUDA plugin's slices x hosts x devices
   target_config: str = ""  # GPU: path of the XLA target config
+  num_slices: int = 1  # TPU slices over DCN, each of `topology`
 
   @property
   def description(self) -> str:
     what = ("chip" if self.platform == "tpu" else "GPU") + ("s" if self.num_devices > 1 else "")
-    return (f"{self.name}: {self.num_devices} {what} ({self.topology}), "
+    slices = f"{self.num_slices} slices of " if self.num_slices > 1 else ""
+    return (f"{self.name}: {self.num_devices} {what} ({slices}{self.topology}), "
             f"{self.memory_bytes / 1e9:.1f} GB each")
 
 
@@ -106,18 +108,21 @@ def torus_shape(chips: int, dims: int) -> tuple[int, ...]:
 
 
 def parse(name: str) -> Target:
-  """`v5p-64`, `v5e-16`, `v4-8`, `v6e-8`, `h100`, `h100x8`, `h200x4`, `a100` -> Target."""
+  """`v5p-64`, `2xv5p-128`, `v5e-16`, `v4-8`, `v6e-8`, `h100`, `h100x8`, `h200x4`, `a100` -> Target."""
   fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", GPU_MEMORY_FRACTION))
-  m = re.fullmatch(r"(v4|v5p|v5e|v5litepod|v6e)-(\d+)", name.strip().lower())
+  m = re.fullmatch(r"(?:(\d+)x)?(v4|v5p|v5e|v5litepod|v6e)-(\d+)", name.strip().lower())
   if m:
-    gen = TPU_GENERATIONS["v5e" if m[1] == "v5litepod" else m[1]]
-    cores = int(m[2])
+    gen = TPU_GENERATIONS["v5e" if m[2] == "v5litepod" else m[2]]
+    slices, cores = int(m[1] or 1), int(m[3])
+    if slices < 1:
+      raise ValueError(f"--aot {name}: the number of slices (K in KxNAME) must be at least 1")
     if cores % gen.cores_per_chip:
-      raise ValueError(f"--aot {name}: {m[1]}-N counts TensorCores, {gen.cores_per_chip} per chip")
+      raise ValueError(f"--aot {name}: {m[2]}-N counts TensorCores, {gen.cores_per_chip} per chip")
     chips = cores // gen.cores_per_chip
     shape = torus_shape(chips, gen.dims)
     topology = f"{gen.topology_prefix}:{'x'.join(map(str, shape))}"
-    return Target(name, "tpu", chips, gen.hbm_bytes, gen.hbm_bytes, gen.peak_flops, topology)
+    return Target(name, "tpu", chips * slices, gen.hbm_bytes, gen.hbm_bytes, gen.peak_flops, topology,
+                  num_slices=slices)
   m = re.fullmatch(r"(h100|h200|a100)(?:x(\d+))?", name.strip().lower())
   if m:
     gpu, count = GPU_MODELS[m[1]], int(m[2] or 1)
@@ -125,13 +130,13 @@ def parse(name: str) -> Target:
       raise ValueError(f"--aot {name}: 1 to 8 GPUs of one host (multi-host GPU targets are not modelled)")
     return Target(name, "cuda", count, gpu.memory_bytes, int(gpu.memory_bytes * fraction), gpu.peak_flops,
                   f"1x1x{count}", os.path.join(_TARGET_DIR, gpu.target_config))
-  known = "v4-N, v5p-N, v5e-N, v6e-N (e.g. v5p-64), h100, h100x8, h200, a100 (xN for N GPUs)"
+  known = "v4-N, v5p-N, v5e-N, v6e-N (e.g. v5p-64; 2xv5p-128 for two slices), h100, h100x8, h200, a100 (xN for N GPUs)"
   raise ValueError(f"--aot {name!r}: unknown target; use one of {known}")
 
 
 def devices(target: Target) -> list:
   """The target's devices, described by the platform plugin: compile for them, never run on them."""
-  found = tpu_devices(target.topology) if target.platform == "tpu" else _gpu_devices(target)
+  found = tpu_devices(target.topology, target.num_slices) if target.platform == "tpu" else _gpu_devices(target)
   if len(found) != target.num_devices:
     raise RuntimeError(f"--aot {target.name}: the topology {target.topology!r} has {len(found)} devices, "
                        f"expected {target.num_devices}")
@@ -159,8 +164,8 @@ def quiet_libtpu(accelerator_type: str = "v4-8") -> None:
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", accelerator_type)
 
 
-def tpu_devices(topology: str) -> list:
-  """Devices of a libtpu topology such as 'v5p:2x2x1'."""
+def tpu_devices(topology: str, num_slices: int = 1) -> list:
+  """Devices of `num_slices` slices of a libtpu topology such as 'v5p:2x2x1' (each device has its slice_index)."""
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   # Only a description is loaded, no chip is claimed: several compiling processes may share libtpu,
   # and there is no TPU metadata server to ask.
@@ -168,7 +173,7 @@ def tpu_devices(topology: str) -> list:
     os.environ.setdefault(key, "1")
   quiet_libtpu(_ONE_HOST_TYPE.get(topology.split(":")[0], "v4-8"))
   try:
-    return list(topologies.get_topology_desc(topology, platform="tpu").devices)
+    return list(topologies.get_topology_desc(topology, platform="tpu", num_slices=num_slices).devices)
   except Exception as e:  # pylint: disable=broad-except
     raise RuntimeError(f"no TPU topology {topology!r} ({_first_line(e)}); TPU targets need libtpu: "
                        f"pip install \"jax[tpu]=={jax.__version__}\"") from None

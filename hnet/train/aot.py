@@ -53,6 +53,7 @@ class Report:
   compiler_options: dict = dataclasses.field(default_factory=dict)  # what a fallback changed
   kernels: list = dataclasses.field(default_factory=list)  # Pallas kernels in the program (splash, SSD)
   note: str = ""  # e.g. the compiler's out-of-memory refusal, whose figure stands in for the temporaries
+  dcn: dict = dataclasses.field(default_factory=dict)  # collectives between slices: kind -> {count, bytes}
 
   @property
   def total_bytes(self) -> int:
@@ -84,7 +85,7 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
   """Compiles `c`'s training step for `target` and measures it (raises ValueError for a bad config)."""
   devices = devices if devices is not None else accelerators.devices(target)
   model_cfg = model_config_from_dict(c.model)
-  mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor, devices=devices)
+  mesh = sharding.mesh_of_config(c.mesh, devices)
   trainer.check_batch_divides(c, mesh)
 
   t0 = time.perf_counter()
@@ -127,7 +128,7 @@ def compile_train_step(c, target: accelerators.Target, devices: list | None = No
       peak_bytes=getattr(mem, "peak_memory_in_bytes", 0) or 0,
       code_bytes=mem.generated_code_size_in_bytes, compile_seconds=compile_seconds,
       xla_flops=cost.get("flops") if cost else None, xla_seconds=xla_seconds, has_loops=has_loops,
-      compiler_options=compiler_options, kernels=pallas_kernels(hlo))
+      compiler_options=compiler_options, kernels=pallas_kernels(hlo), dcn=dcn_collectives(hlo))
 
 
 _UNITS = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -172,6 +173,50 @@ def pallas_kernels(hlo_text: str) -> list[str]:
   return sorted(names)
 
 
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+
+
+def dcn_collectives(hlo_text: str) -> dict:
+  """Collectives between slices in a compiled multi-slice TPU program: kind -> {count: ops in the program,
+  in_loops: those inside loop bodies, bytes: bytes per device and step, each op's shape times the known
+  trip counts of the loops around it}.
+
+  The TPU compiler keeps the collectives inside a slice as all-reduce/all-gather/... with slice-local replica
+  groups and turns the parts that cross DCN into host transfers to the Megascale runtime: `send` ops tagged
+  `_xla_megascale_transfer_type` (ALL_REDUCE, ALL_GATHER, ...). Those are counted here.
+  """
+  sends, loops, computation = [], {}, ""  # loops: body computation -> (trip count, computation holding the loop)
+  conditions, constants = {}, {}  # condition computation -> its bound's name; s32 constants by name
+  for line in hlo_text.splitlines():
+    if header := re.match(r"(?:ENTRY )?%([\w.-]+) \(", line):  # attribute text may span lines: match headers only
+      computation = header[1]
+    if body := re.search(r"\swhile\(.*condition=%([\w.-]+).*body=%([\w.-]+)", line):
+      trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+      loops[body[2]] = (int(trips[1]) if trips else body[1], computation)
+    if bound := re.search(r"ROOT .*= pred\[\]\S* compare\(%[\w.-]+, %([\w.-]+)\), direction=LT", line):
+      conditions[computation] = bound[1]  # a scan's condition: counter < N
+    if const := re.search(r"%([\w.-]+) = s32\[\]\S* constant\((\d+)\)", line):
+      constants[const[1]] = int(const[2])
+    kind = re.search(r'_xla_megascale_transfer_type="(\w+)"', line)
+    if kind and re.search(r"\)\s+send\(", line):
+      dtype, dims = re.search(r"=\s*\(([a-z]\w*)\[([\d,]*)\]", line).groups()
+      size = math.prod(int(d) for d in dims.split(",") if d) * _DTYPE_BYTES.get(dtype, 4)
+      sends.append((kind[1].lower().replace("_", "-"), size, computation))
+  out = {}
+  for kind, size, where in sends:
+    runs, inside = 1, where in loops
+    while where in loops:
+      trips, where = loops[where]
+      # The compiler keeps no trip count on TPU loops: it is the condition's bound (a scan's counter starts at 0).
+      runs *= trips if isinstance(trips, int) else constants.get(conditions.get(trips), 1)
+    entry = out.setdefault(kind, {"count": 0, "in_loops": 0, "bytes": 0})
+    entry["count"] += 1
+    entry["in_loops"] += inside
+    entry["bytes"] += size * runs
+  return out
+
+
 def _cost_analysis(compiled) -> dict | None:
   try:
     cost = compiled.cost_analysis()
@@ -186,7 +231,8 @@ def advice(r: Report) -> str:
   """One line: the first change that should make the step fit."""
   have = r.target.usable_bytes
   dp = sharding.data_parallel_size(r.mesh)
-  if r.mesh["data"] > 1 and r.mesh["fsdp"] < r.target.num_devices // r.mesh["tensor"]:
+  slices = r.target.num_slices  # data parallel over slices (mesh.dcn_data) is not a replication to shard away
+  if r.mesh["data"] > slices and r.mesh["fsdp"] < r.target.num_devices // slices // r.mesh["tensor"]:
     return ("shard parameters and optimizer state over every chip: --config.mesh.fsdp=-1 --config.mesh.data=1 "
             f"(now replicated {r.mesh['data']} times)")
   if r.remat != "full":
@@ -204,7 +250,7 @@ def advice(r: Report) -> str:
     return (f"one row per device needs {(r.total_bytes - fixed) / micro_rows / GB:.1f} GB of activations beside "
             f"{fixed / GB:.1f} GB of state: use more chips, or shorter rows (--config.data.seq_len)")
   return (f"parameters and optimizer state alone need {fixed / GB:.1f} GB of the {have / GB:.1f} GB per device: "
-          "use more chips (a larger slice, --config.mesh.fsdp=-1)")
+          "use more chips (a larger slice, --config.mesh.fsdp=-1 --config.mesh.data=1)")
 
 
 def format_report(r: Report, config_name: str = "") -> str:
@@ -233,6 +279,11 @@ def format_report(r: Report, config_name: str = "") -> str:
          "none (no cost model for this backend)" if r.xla_flops is None
          else "not valid (the step has loops: scanned layers, gradient accumulation)"),
       f"  Pallas kernels: {', '.join(r.kernels) or 'none'}",
+      *([f"  collectives over DCN between the {t.num_slices} slices: "
+         + (", ".join(f"{v['count']} {k} ops" + (f" ({v['in_loops']} in loop bodies)" if v["in_loops"] else "")
+                      + f", {v['bytes'] / 1e6:,.1f} MB per device and step" for k, v in sorted(r.dcn.items()))
+            or "none")]
+        if t.num_slices > 1 else []),
       *([f"  note: {r.note}"] if r.note else []),
       f"  compile: {r.compile_seconds:.0f} s"
       + (f" (with {', '.join(f'{k}={v}' for k, v in r.compiler_options.items())})" if r.compiler_options else ""),

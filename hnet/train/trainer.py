@@ -26,11 +26,12 @@ from hnet.model import routers
 from hnet.model.flops import flops_per_byte
 from hnet.model.lm import HNetLM, count_params
 from hnet.model.loss import LN2, ControllerState, next_byte_nll
-from hnet.train import eval_totals, resume_config, workdir_lock
+from hnet.train import eval_totals, goodput, resume_config, workdir_lock
 from hnet.train.accelerators import device_peak_flops
 from hnet.train.checkpoint import Checkpointer, check_param_shapes
 from hnet.train.metric_writer import MetricWriter
 from hnet.train.optim import is_frozen, make_optimizer, stage_lr_multipliers
+from hnet.train.profile import StepProfiler
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,7 @@ def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None,
   from hnet.data import pipeline, sharded  # pylint: disable=import-outside-toplevel  (grain/tfds are heavy)
 
   # --- logging -------------------------------------------------------------------------------
+  clock = goodput.Goodput()  # where the wall time goes (hnet/train/goodput.py)
   is_main = jax.process_index() == 0
   config_json = json.loads(c.to_json_best_effort())
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=c.ckpt.keep, async_save=c.ckpt.async_save,
@@ -326,7 +328,7 @@ def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None,
   model_cfg = model_config_from_dict(c.model)
 
   # --- mesh ----------------------------------------------------------------------------------
-  mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
+  mesh = sharding.mesh_of_config(c.mesh)
   batch_sharding = sharding.batch_sharding(mesh)
   B = c.train.batch_size
   check_batch_divides(c, mesh)
@@ -365,7 +367,8 @@ def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None,
 
   # --- restore -------------------------------------------------------------------------------
   writer = MetricWriter(workdir, enabled=is_main)
-  restored = ckpt.restore(sharding.abstract_with_shardings(state, state_sharding), train_iter)
+  with clock.measure("restore"):
+    restored = ckpt.restore(sharding.abstract_with_shardings(state, state_sharding), train_iter)
   if restored is not None:
     state, _ = restored
     log.info("resumed from step %d in %s", int(state.step), ckpt.directory)
@@ -373,8 +376,9 @@ def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None,
     log.warning("no checkpoint under %s restores (the corrupt ones are moved aside): starting at step 0",
                 ckpt.directory)
   if restored is None and init_source:  # a new run from another run's weights: fresh optimizer, step 0
-    state, _ = init_train_state(
-        _params_of(*init_source, sharding.abstract_with_shardings(state.params, state_sharding.params)), tx, mesh)
+    with clock.measure("restore"):
+      state, _ = init_train_state(
+          _params_of(*init_source, sharding.abstract_with_shardings(state.params, state_sharding.params)), tx, mesh)
     log.info("starting from the parameters of step %d in %s", init_source[1], init_source[0])
   elif restored is None and (pretrained := ckpt.restore_params(
       sharding.abstract_with_shardings(state.params, state_sharding.params))):
@@ -396,7 +400,8 @@ def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None,
   # --- loop ----------------------------------------------------------------------------------
   bytes_per_step = B * c.data.seq_len
   pending: list[tuple[int, dict]] = []
-  last_log_time, last_log_step = time.time(), start_step
+  last_log_step = start_step
+  profiler = StepProfiler(workdir, tuple(c.train.profile_steps), is_main or c.train.profile_all_hosts)
   start_time = time.time()
   final: dict = {}
   eval_out: dict = {}
@@ -404,38 +409,46 @@ def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None,
 
   def flush(step: int) -> dict:
     """Fetches pending step metrics, stops on a non-finite loss, writes the mean of the window."""
-    nonlocal pending, last_log_time, last_log_step
+    nonlocal pending, last_log_step
     if not pending:
       return {}
-    host = jax.device_get([m for _, m in pending])
+    with clock.measure("step"):  # where the host waits for the window's steps to finish on the device
+      host = jax.device_get([m for _, m in pending])
     for (s, _), m in zip(pending, host):
       if not math.isfinite(float(m["loss"])):
         raise FloatingPointError(
             f"non-finite loss {float(m['loss'])} at step {s} (steps {pending[0][0]}..{pending[-1][0]} since the "
             f"last check); the last good checkpoint in {ckpt.directory} is intact: lower opt.lr or check the data")
-    now = time.time()
     steps = step - last_log_step if step > last_log_step else len(pending)
     window = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
-    step_time = (now - last_log_time) / max(steps, 1)
-    window.update(step_time=step_time, bytes_per_second=bytes_per_step / step_time)
+    window.update(clock.window(steps))  # step_time (evals and saves left out), data_wait_s, device_step_s, ...
+    step_time = window["step_time"]
+    window.update(bytes_per_second=bytes_per_step / step_time)
     if peak:
       window["mfu"] = 3 * fpb * bytes_per_step / step_time / (peak * jax.device_count())
     writer.write(step, {f"train/{k}": v for k, v in window.items()})
-    pending, last_log_time, last_log_step = [], now, step
+    pending, last_log_step = [], step
     return window
 
   stop_reason = None
   step = start_step
+  clock.setup_done()
   try:
     with _StopSignal() as stop, jax.set_mesh(mesh):
       while step < c.train.num_steps:
-        batch = sharding.to_global(next(train_iter), batch_sharding)
-        state, metrics = train_step(state, batch)
+        with clock.measure("data"):
+          batch = sharding.to_global(next(train_iter), batch_sharding)
+        profiler.before(step + 1)
+        with clock.measure("compile" if step == start_step else "step"):
+          state, metrics = train_step(state, batch)
+          if step == start_step:  # the first step compiles: keep it out of the throughput windows
+            jax.block_until_ready(metrics)
         step += 1
         pending.append((step, metrics))
-        if step == start_step + 1:  # the first step compiles: keep it out of the throughput windows
-          jax.block_until_ready(metrics)
-          last_log_time, last_log_step = time.time(), step
+        profiler.after(step, metrics)
+        if step == start_step + 1:
+          last_log_step = step
+          clock.new_window()
         if step % c.train.log_every == 0 or step == c.train.num_steps:
           final = flush(step) or final
           if bar is not None:
@@ -444,7 +457,8 @@ def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None,
         if bar is not None:
           bar.update(1)
         if step % c.train.eval_every == 0 or step == c.train.num_steps:
-          eval_out = run_eval(step)
+          with clock.measure("eval"):
+            eval_out = run_eval(step)
           if bar is not None:
             bar.write(f"step {step}: validation bits/byte {eval_out['bits_per_byte']:.4f}")
         if stop.received:
@@ -455,17 +469,22 @@ def _train_and_evaluate(c, workdir: str, progress: bool, stop_after: int | None,
           stop_reason = f"stop_after={stop_after}"
         if step % c.ckpt.every == 0 or step == c.train.num_steps or stop_reason:
           flush(step)  # never checkpoint past a non-finite loss
-          ckpt.save(step, state, train_iter, config_json)
+          with clock.measure("checkpoint"):
+            ckpt.save(step, state, train_iter, config_json)
         if stop_reason:
           log.warning("stopping at step %d (%s): checkpoint saved", step, stop_reason)
           break
   finally:  # also on a non-finite loss: flush the writers, finish pending async saves
+    profiler.stop()
     if bar is not None:
       bar.close()
-    ckpt.close()
+    with clock.measure("checkpoint"):
+      ckpt.close()
+    time_parts = clock.summary()
+    writer.write(step, {f"goodput/{k}": v for k, v in time_parts.items()})
     writer.close()
   return {"step": step, "train": final, "eval": eval_out, "num_params": num_params,
-          "flops_per_byte": fpb, "stopped": stop_reason}
+          "flops_per_byte": fpb, "stopped": stop_reason, "goodput": time_parts}
 
 
 def _progress_bar(enabled: bool, start: int, total: int):
