@@ -206,3 +206,24 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path, data_dir
   with pytest.raises(ValueError, match=r"^checkpoint step 2 under .*source/checkpoints does not match the model of "
                                        r"this config \(--init_from\): parameter .* has shape"):
     trainer.train_and_evaluate(c, str(tmp_path / "wider"), progress=False, init_from=source)
+
+
+def test_optimizer_moments_are_sharded_like_their_parameters():
+  """Under FSDP, AdamW's mu and nu take their parameter's sharding (not a full copy per device)."""
+  from hnet import sharding  # pylint: disable=import-outside-toplevel
+  from hnet.config import model_config_from_dict  # pylint: disable=import-outside-toplevel
+  from hnet.train import optim  # pylint: disable=import-outside-toplevel
+  c = load_config("hnet_1stage", "tiny")
+  c.mesh.data, c.mesh.fsdp = 1, 8
+  model_cfg = model_config_from_dict(c.model)
+  mesh = sharding.mesh_of_config(c.mesh)
+  _, params, _ = trainer.make_model(model_cfg, mesh, 0)
+  tx, _ = optim.make_optimizer(c.opt, params, num_steps=4, model_cfg=model_cfg)
+  state, _ = trainer.init_train_state(params, tx, mesh)
+  mu, nu = state.opt_state[1].mu, state.opt_state[1].nu  # (clip_by_global_norm, scale_by_adam, ...)
+  sharded = 0
+  for p, m, v in zip(jax.tree.leaves(params), jax.tree.leaves(mu), jax.tree.leaves(nu)):
+    assert m.shape == p.shape and m.sharding.is_equivalent_to(p.sharding, p.ndim)
+    assert v.sharding.is_equivalent_to(p.sharding, p.ndim)
+    sharded += not p.sharding.is_fully_replicated
+  assert sharded > 0

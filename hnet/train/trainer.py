@@ -17,6 +17,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -182,11 +183,18 @@ def _subtree(tree, path: tuple[str, ...]):
 def compile_state_init(params, tx, mesh):
   """The compiled step-0 state constructor for `params` (arrays, or shapes with shardings) and its output shardings.
 
-  The optimizer state is laid out as XLA propagates it from the parameters' shardings;
-  scalars (step, controller) are replicated.
+  Every per-parameter optimizer leaf (AdamW's moments) takes its parameter's sharding: left to
+  XLA, `zeros_like` moments come out replicated, a full copy per device under FSDP. Other leaves
+  (counts, scalars: step, controller) are replicated.
   """
+  shardings = jax.tree.map(lambda a: getattr(a, "sharding", None), params)
+
+  def like_param(v, s):
+    return v if s is None else jax.lax.with_sharding_constraint(v, s)
+
   def init(p):
-    return TrainState(jnp.zeros((), jnp.int32), p, tx.init(p), ControllerState.init())
+    opt_state = optax.tree_map_params(tx, like_param, tx.init(p), shardings, transform_non_params=lambda v: v)
+    return TrainState(jnp.zeros((), jnp.int32), p, opt_state, ControllerState.init())
 
   with jax.set_mesh(mesh):
     compiled = jax.jit(init).lower(params).compile()
