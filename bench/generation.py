@@ -1,6 +1,6 @@
 """Cached generation (hnet.model.generate) vs full recompute per new byte, at 1024 bytes.
 
-  python -m bench.generation                          # configs/default.py and configs/hnet_1stage.py, CPU
+  python -m bench.generation                          # configs/hnet_attn.py and configs/hnet_1stage.py, CPU
   python -m bench.generation --configs flat hnet_2stage:tiny --batch 1 4 --recompute_steps 32
 
 Cached: `generate` runs BOS + prompt + new bytes up to `--length` bytes in one jitted scan,
@@ -90,7 +90,7 @@ def recompute(model, batch: int, length: int, steps: int, reference: np.ndarray)
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--configs", nargs="+", default=["default", "hnet_1stage"],
+  parser.add_argument("--configs", nargs="+", default=["hnet_attn", "hnet_1stage"],
                       help="modules in configs/, optionally with a variant: 'hnet_1stage:tiny'")
   parser.add_argument("--length", type=int, default=1024, help="bytes per sequence (BOS + prompt + new)")
   parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
