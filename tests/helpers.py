@@ -15,7 +15,7 @@ from hnet.config import model_config_from_dict
 from hnet.configs.base import get_config
 from hnet.model.lm import HNetLM
 
-FAMILIES = ("flat", "hnet_1stage", "hnet_2stage", "mrt5", "word", "stride", "default", "blt")  # default: local attention
+FAMILIES = ("flat", "hnet_1stage", "hnet_2stage", "mrt5", "word", "stride", "hnet_attn", "blt")  # hnet_attn: local attention
 
 
 @functools.cache

@@ -31,8 +31,8 @@ def test_cached_steps_equal_full_forward(family):
 
 
 def test_local_attention_cache_holds_only_the_window():
-  """`default` has a 15-key window: its byte-level KV caches are rings of 16 slots, whatever max_len."""
-  state = Decoder(tiny_model("default"), max_len=1024).init(2)
+  """`hnet_attn` has a 15-key window: its byte-level KV caches are rings of 16 slots, whatever max_len."""
+  state = Decoder(tiny_model("hnet_attn"), max_len=1024).init(2)
   caches = [c for c in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, AttentionCache))
             if isinstance(c, AttentionCache)]
   slots = sorted({c.k_BSHK.shape[2] for c in caches})  # (layers, B, S, H, K)

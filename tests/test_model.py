@@ -107,7 +107,7 @@ def test_sharded_forward_equals_single_device(family):
 # ---------------------------------------------------------------------------------------------
 # Packed documents are independent, whatever the overflow
 # ---------------------------------------------------------------------------------------------
-LEARNED_COSINE = ("hnet_1stage", "hnet_2stage", "default")
+LEARNED_COSINE = ("hnet_1stage", "hnet_2stage", "hnet_attn")
 ISOLATION_CASES = [(f, False) for f in FAMILIES if f != "flat"] + [("mrt5", True), ("hnet_1stage", True)]
 
 

@@ -132,14 +132,14 @@ def test_sharded_equals_unsharded():
 
 @pytest.mark.parametrize("impl", ["splash"])
 def test_model_loss_and_gradients_equal_xla(impl):
-  # configs/default.py at tiny width: window-15 encoder/decoder at L = 256 and the inner Transformer at
+  # configs/hnet_attn.py at tiny width: window-15 encoder/decoder at L = 256 and the inner Transformer at
   # the chunk capacity 128, scanned (interpret mode on CPU for splash).
   from tests.helpers import packed_batch, tiny_model  # pylint: disable=import-outside-toplevel
   from tests.helpers import loss_fn as _loss_fn  # pylint: disable=import-outside-toplevel
   tokens, seg = packed_batch(2, 256, seed=1)
 
   def loss_and_grads(attention_impl):
-    model = tiny_model("default", attention_impl=attention_impl, capacity_multiple=128, remat="none")
+    model = tiny_model("hnet_attn", attention_impl=attention_impl, capacity_multiple=128, remat="none")
     graphdef, state = nnx.split(model)
     step = jax.jit(jax.value_and_grad(_loss_fn, has_aux=True), static_argnums=(1, 4))
     (loss, _), grads = step(state, graphdef, tokens, seg, True)

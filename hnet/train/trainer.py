@@ -190,10 +190,14 @@ def compile_state_init(params, tx, mesh):
   shardings = jax.tree.map(lambda a: getattr(a, "sharding", None), params)
 
   def like_param(v, s):
-    return v if s is None else jax.lax.with_sharding_constraint(v, s)
+    # MaskedNode: a frozen parameter's empty slot under multi_transform.
+    if s is None or isinstance(v, optax.MaskedNode):
+      return v
+    return jax.lax.with_sharding_constraint(v, s)
 
   def init(p):
-    opt_state = optax.tree_map_params(tx, like_param, tx.init(p), shardings, transform_non_params=lambda v: v)
+    opt_state = optax.tree_map_params(tx, like_param, tx.init(p), shardings, transform_non_params=lambda v: v,
+                                      is_leaf=lambda v: isinstance(v, optax.MaskedNode))
     return TrainState(jnp.zeros((), jnp.int32), p, opt_state, ControllerState.init())
 
   with jax.set_mesh(mesh):
