@@ -398,7 +398,7 @@ def shown_in_main_table(results: list[dict]) -> list[dict]:
 
 def table(results: list[dict]) -> str:
   head = ("| run | params | forward MFLOP/byte (capacity / target) | bytes/chunk (target) | bits/byte | "
-          "noise Δ (papers' 5 / all 7) | bytes/s |\n|---|---:|---:|---:|---:|---:|---:|")
+          "noise Δ (papers' 5 / all 7) | papers' 5 / clean | bytes/s |\n|---|---:|---:|---:|---:|---:|---:|---:|")
   lines = [head]
   for r in shown_in_main_table(results):
     chunk = " / ".join(f"{st['bytes_per_chunk']:.2f}" for st in r["stages"]) or "–"
@@ -406,13 +406,16 @@ def table(results: list[dict]) -> str:
     target = " / ".join(f"{math.prod(r['target_ratio'][:s + 1]):g}" for s in range(len(r["stages"])))
     bpb = f"{r['bits_per_byte']:.4f}" + (f" (soft {r['bits_per_byte_soft']:.4f})" if "bits_per_byte_soft" in r else "")
     noise = "{:+.3f} / {:+.3f}".format(*noise_means(r)) if r.get("noise") else "–"
+    relative = f"{noise_means(r)[0] / r['noise_clean_bits_per_byte']:+.1%}" if r.get("noise") else "–"
     rate = f"{r['bytes_per_second_median']:,.0f}" if r.get("bytes_per_second_median") else "–"
     lines.append(f"| {label(r['name'])} | {r['params']:,} | {r['train_flops_per_byte'] / 1e6:.2f} / "
                  f"{r['train_flops_per_byte_target_basis'] / 1e6:.2f} | {chunk}" + (f" ({target})" if target else "")
-                 + f" | {bpb} | {noise} | {rate} |")
+                 + f" | {bpb} | {noise} | {relative} | {rate} |")
   lines.append("\nFLOPs: forward model FLOPs per byte at the training shapes; a training step costs 3x that "
                "(forward + backward). Noise: Δ bits/byte of the clean continuation, the mean over the papers' "
-               "five perturbations (" + ", ".join(PAPER_NOISES) + ") and over all seven.")
+               "five perturbations (" + ", ".join(PAPER_NOISES) + ") and over all seven; papers' 5 / clean: "
+               "that mean relative to the clean continuation's bits/byte (a model that uses its context less "
+               "loses less).")
   names = {r["name"].removesuffix("-long") for r in results}
   lines += [FOOTNOTES[n] for n in sorted(FOOTNOTES) if n in names]
   return "\n".join(lines)
