@@ -473,7 +473,8 @@ def seeds_table(results: list[dict]) -> str:
                        for lr in lrs)
     group = seed_group(n, finished)
     groups[n] = [g["bits_per_byte"] for g in group]
-    noisy = [g for g in group if g.get("noise")]
+    # One noise basis: runs scored with the context cut before noising (earlier runs, marked †, are left out).
+    noisy = [g for g in group if g.get("noise") and "noise_context" in g]
     lines.append(f"| {label(n)} | {sweep} | {best[n]:g} | " if n in best else f"| {label(n)} | {sweep} | – | ")
     lines[-1] += " | ".join([mean_sd(groups[n]), mean_sd([noise_means(g)[0] for g in noisy], 3, "+"),
                              mean_sd([noise_means(g)[1] for g in noisy], 3, "+"),
@@ -482,7 +483,8 @@ def seeds_table(results: list[dict]) -> str:
   if len(lines) == 2:
     return ""
   lines.append("\nsd: sample standard deviation over seeds (init and data order), at the family's best lr of the "
-               "sweep. Gaps in bits/byte between families with 3 seeds:")
+               "sweep; noise over the seeds scored with the context cut before noising (n says how many). Gaps in "
+               "bits/byte between families with 3 seeds:")
   ranked = sorted((n for n, v in groups.items() if len(v) == len(EXTRA_SEEDS) + 1), key=lambda n: np.mean(groups[n]))
   for a, b in zip(ranked, ranked[1:]):
     gap = np.mean(groups[b]) - np.mean(groups[a])

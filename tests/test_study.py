@@ -36,7 +36,7 @@ def test_every_run_of_the_cpu_study_is_sized_to_the_target_flops(tmp_path):
 
 def _result(name, bpb, kind="lr"):
   return {"name": name, "kind": kind, "bits_per_byte": bpb, "noise": {k: 0.1 for k in study.PAPER_NOISES},
-          "noise_clean_bits_per_byte": 2.0}
+          "noise_clean_bits_per_byte": 2.0, "noise_context": "cut before noising"}
 
 
 def test_seeds_table_picks_the_best_lr_and_states_a_gap_only_beyond_the_seed_ranges():
@@ -54,6 +54,11 @@ def test_seeds_table_picks_the_best_lr_and_states_a_gap_only_beyond_the_seed_ran
   assert "| word | 2.6400 / 2.6300 / 2.6200 | 0.01 | 2.6200 ± 0.0100 (n=3) |" in out
   # word (2.61-2.63) vs stride (2.649-2.651): apart; stride vs flat (2.66-2.665): apart; a tie needs overlap.
   assert "word ahead of stride by 0.0300: the seed ranges do not overlap" in out
+  # Noise is averaged on one basis: a run scored before the context was cut before noising is left out.
+  word_row = lambda table: next(line for line in table.splitlines() if line.startswith("| word |"))
+  assert "| +0.100 ± 0.000 (n=3) |" in word_row(out)
+  del finished["word-seed1"]["noise_context"]
+  assert "| +0.100 ± 0.000 (n=2) |" in word_row(study.seeds_table(results))
   finished["stride-seed1"]["bits_per_byte"] = 2.61
   assert "word ahead of stride" in study.seeds_table(results) and "a tie" in study.seeds_table(results)
   assert study.seed_runs({}) == [] and "hnet_1stage" not in study.best_lrs(finished)  # no sweep, no seeds
