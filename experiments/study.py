@@ -391,6 +391,12 @@ def noise_means(r: dict) -> tuple[float, float]:
   return float(np.mean([r["noise"][k] for k in PAPER_NOISES])), float(np.mean(list(r["noise"].values())))
 
 
+def cut_before_noising(r: dict) -> bool:
+  """Whether the run's noise suite scored every perturbation on the same clean content (the context cut
+  before noising); older results, without `noise_context`, cut the noised context instead."""
+  return "noise_context" in r
+
+
 def shown_in_main_table(results: list[dict]) -> list[dict]:
   """Families, ablations and long runs; the lr sweeps and extra seeds have the seeds table."""
   return [r for r in results if r.get("kind") not in ("lr", "seed")]
@@ -434,10 +440,10 @@ def noise_table(results: list[dict]) -> str:
   for r in scored:
     deltas = " | ".join(f"{r['noise'][k]:+.3f}" for k in kinds)
     five, seven = noise_means(r)
-    mark = "" if "noise_context" in r else " †"
+    mark = "" if cut_before_noising(r) else " †"
     lines.append(f"| {label(r['name'])}{mark} | {r['noise_clean_bits_per_byte']:.3f} | {deltas} | "
                  f"{five:+.3f} | {seven:+.3f} | {five / r['noise_clean_bits_per_byte']:+.1%} |")
-  if any("noise_context" not in r for r in scored):
+  if not all(cut_before_noising(r) for r in scored):
     lines.append("\n† scored before the context was cut before noising: AntSpeak's and Repeat's noised "
                  "contexts were cut from the left to fit the row, so they held less of the text than the clean "
                  "context (their Δ mixes noise with lost context). Unmarked runs: every perturbation of the same "
@@ -474,7 +480,7 @@ def seeds_table(results: list[dict]) -> str:
     group = seed_group(n, finished)
     groups[n] = [g["bits_per_byte"] for g in group]
     # One noise basis: runs scored with the context cut before noising (earlier runs, marked †, are left out).
-    noisy = [g for g in group if g.get("noise") and "noise_context" in g]
+    noisy = [g for g in group if g.get("noise") and cut_before_noising(g)]
     lines.append(f"| {label(n)} | {sweep} | {best[n]:g} | " if n in best else f"| {label(n)} | {sweep} | – | ")
     lines[-1] += " | ".join([mean_sd(groups[n]), mean_sd([noise_means(g)[0] for g in noisy], 3, "+"),
                              mean_sd([noise_means(g)[1] for g in noisy], 3, "+"),
